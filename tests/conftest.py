@@ -1,0 +1,15 @@
+"""Test session set-up: offline, caches in temporary folders, shared fixtures."""
+
+import os
+import tempfile
+
+_scratch = tempfile.mkdtemp(prefix="specbench-tests-")
+for _var in ("HF_HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME"):
+    os.environ[_var] = os.path.join(_scratch, _var.lower())
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["MPLBACKEND"] = "Agg"
+
+pytest_plugins = ["tests.checkpoints"]
