@@ -39,6 +39,7 @@ class Verdict:
     claim_id: str
     source_id: str
     source_title: str
+    source_url: str | None
     quote: str
     metric: str
     expected: str
@@ -250,7 +251,8 @@ def _judge_portability(claim: Claim, rows: list[dict[str, Any]], verdict: Verdic
 def judge(claim: Claim, rows: list[dict[str, Any]]) -> Verdict:
     """The verdict on one claim from the speculative rows of the cells (or quality) table."""
     verdict = Verdict(
-        claim_id=claim.id, source_id=claim.source["id"], source_title=claim.source["title"], quote=claim.quote,
+        claim_id=claim.id, source_id=claim.source["id"], source_title=claim.source["title"],
+        source_url=claim.source.get("url"), quote=claim.quote,
         metric=claim.metric, expected=claim.expected_text(), verdict=NOT_APPLICABLE,
         conditions=_conditions_text(claim.conditions),
     )
@@ -268,6 +270,7 @@ def judge(claim: Claim, rows: list[dict[str, Any]]) -> Verdict:
                                f"because {'; '.join(unmet_conditions(claim, closest.row))}")
             verdict.measured, verdict.ci_low, verdict.ci_high, verdict.n = closest.value, closest.ci_low, closest.ci_high, closest.n
             verdict.cells = [str(closest.row.get("cell_ref"))]
+            verdict.reason = "conditions not met here: " + "; ".join(unmet_conditions(claim, closest.row))
             if claim.metric in SPEED_METRICS:
                 verdict.feasibility = feasibility_line(claim, closest.row)
         else:

@@ -399,6 +399,9 @@ def _atomic_write(path: Path, write) -> None:
     os.close(handle)
     try:
         write(temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

@@ -1,0 +1,1 @@
+"""Reports, regression comparison and run history built from stored results."""
