@@ -174,10 +174,10 @@ def _equivalence_section(doc: Document, equivalence) -> None:
         doc.paragraph("First divergence of every prompt whose tokens differ (margins: target's top-1 minus top-2 "
                       "logit at that position, in the baseline and speculative computations).", "note")
         doc.table(["cell", "prompt", "doc", "position", "baseline token", "speculative token", "baseline margin",
-                   "speculative margin", "classification"],
+                   "speculative margin", "classification", "reason"],
                   [[r["cell_ref"], _fmt(r["prompt_index"]), _fmt(r["doc_id"]), _fmt(r["position"]),
                     _fmt(r["baseline_token"]), _fmt(r["speculative_token"]), _fmt(r["baseline_margin"]),
-                    _fmt(r["speculative_margin"]), r["classification"]] for r in divergences])
+                    _fmt(r["speculative_margin"]), r["classification"], _fmt(r.get("reason"))] for r in divergences])
 
 
 def _quality_section(doc: Document, quality) -> None:

@@ -325,6 +325,7 @@ def equivalence_rows(cells: list[dict[str, Any]], matches: dict[str, dict[str, A
                 "baseline_margin": record.get("baseline_margin", margin_at(base_row["margins"])),
                 "speculative_margin": record.get("speculative_margin", margin_at(spec_row["margins"])),
                 "classification": "exact" if position is None else record.get("classification", "unclassified"),
+                "reason": record.get("reason"),
             })
     return rows
 
