@@ -68,6 +68,7 @@ def test_shipped_claims_load_and_cover_the_three_sources():
     ({"comparator": "between"}, "range"),
     ({"conditions": {"hardware": {"kind": "quantum"}}}, "conditions.hardware.kind"),
     ({"conditions": {"colour": "red"}}, "conditions.colour"),
+    ({"select": "pooled"}, "select"),
 ])
 def test_malformed_claim_names_file_claim_and_field(tmp_path, change, field):
     document = copy.deepcopy(GOOD_FILE)
@@ -158,7 +159,8 @@ def test_cpu_toy_run_is_mostly_not_applicable_and_says_why(tmp_path):
 def test_planted_divergence_fails_the_identical_output_claim(tmp_path):
     verdicts = _verdicts(make_results_dir(tmp_path / "r", divergent_prompts=(4,)))
     verdict = verdicts["gemma4.token-identical-output"]
-    assert verdict.verdict == NOT_REPRODUCED and verdict.measured == pytest.approx(11 / 12)
+    assert verdict.verdict == NOT_REPRODUCED and verdict.measured == pytest.approx(22 / 24)
+    assert "22 of 24 prompts over 2 cells" in verdict.reason and "toy/torch/synthetic-arith/k2-t0-float32" in verdict.reason
 
 
 def test_a100_gemma_27b_run_is_judged(tmp_path):

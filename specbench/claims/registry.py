@@ -128,6 +128,8 @@ def _semantic_problems(claim: dict[str, Any]) -> list[tuple[str, str]]:
         problems.append(("value", f"comparator '{comparator}' needs a value"))
     if claim["metric"] == "portability" and comparator != "includes":
         problems.append(("comparator", "metric portability takes comparator 'includes'"))
+    if claim.get("select") == "pooled" and claim["metric"] != "exact_match_rate":
+        problems.append(("select", "'pooled' adds up exact/compared prompts: only for metric exact_match_rate"))
     params = claim.get("conditions", {}).get("target_params")
     if params and params[0] > params[1]:
         problems.append(("conditions.target_params", f"inverted range {params} (low > high)"))

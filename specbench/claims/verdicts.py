@@ -10,7 +10,8 @@
 
 A claim selects its cells with `select`: `best` judges the best applicable cell (a source's
 headline figure is its best configuration, e.g. "up to 3x"), `all` requires every applicable
-cell to reproduce (identical outputs, unchanged quality). Speed verdicts add a feasibility line
+cell to reproduce (unchanged quality, acceptance range), `pooled` adds up counts over all
+applicable cells (exact-match: exact prompts over compared prompts, whatever the cell). Speed verdicts add a feasibility line
 from Leviathan et al.'s bound using the measured per-token acceptance and cost ratios.
 """
 
@@ -277,6 +278,19 @@ def judge(claim: Claim, rows: list[dict[str, Any]]) -> Verdict:
             verdict.closest = "closest: nothing measured this metric"
         return verdict
 
+    if claim.select == "pooled":
+        # Counts add up across cells: exact prompts over compared prompts, all applicable cells together.
+        exact = sum(float(m.row["exact_matches"]) for m in applicable)
+        compared = sum(int(m.row["compared_prompts"]) for m in applicable)
+        interval = metrics.wilson_interval(exact, compared)
+        pooled = _Measurement(interval.value, interval.ci_low, interval.ci_high, compared, {})
+        verdict.verdict, reason = _outcome(claim, pooled)
+        failing = [str(m.row.get("cell_ref")) for m in applicable if m.value < 1.0]
+        verdict.reason = (f"{exact:.0f} of {compared} prompts over {len(applicable)} cells: {reason}"
+                          + (f"; divergent cells: {', '.join(failing)}" if failing else ""))
+        verdict.measured, verdict.ci_low, verdict.ci_high, verdict.n = pooled.value, pooled.ci_low, pooled.ci_high, compared
+        verdict.cells = [str(m.row.get("cell_ref")) for m in applicable]
+        return verdict
     if claim.select == "best":
         prefer_low = claim.comparator == "<="
         chosen = min(applicable, key=lambda m: m.value) if prefer_low else max(applicable, key=lambda m: m.value)
