@@ -128,7 +128,7 @@ def build_checkpoint(out_dir: Path, family: str, *, seed: int = 0, tokenizer_dir
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.dim() >= 2:
-                param.normal_(0.0, 0.25 if "embed" in name else 0.15)
+                param.normal_(0.0, 0.05 if "embed" in name else 0.3)
     model.save_pretrained(out_dir)
     return out_dir
 
@@ -155,3 +155,50 @@ def tiny_checkpoint_factory(tmp_path_factory):
         return cache[key]
 
     return factory
+
+
+def build_small_vocab_checkpoint(out_dir: Path, *, letters: str = "abcd", seed: int = 0) -> Path:
+    """A Llama checkpoint over a vocabulary of a few letters and no special tokens.
+
+    Small enough that the exact distribution of the first three generated tokens can be
+    enumerated (len(letters)**3 sequences), for the lossless-sampling test.
+    """
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.WordLevel({c: i for i, c in enumerate(letters)}, unk_token=letters[0]))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok).save_pretrained(out_dir)
+    config = transformers.LlamaConfig(
+        vocab_size=len(letters), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, bos_token_id=None, eos_token_id=None, pad_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, 0.5)
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+def perturbed_copy(source: Path, out_dir: Path, noise: float, seed: int = 0) -> Path:
+    """A copy of checkpoint `source` with Gaussian noise of relative size `noise` on every weight:
+    a draft that agrees with its target often but not always."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, out_dir)
+    generator = torch.Generator().manual_seed(seed)
+    for file in out_dir.glob("*.safetensors"):
+        tensors = load_file(file)
+        noisy = {name: t + noise * t.std() * torch.randn(t.shape, generator=generator) if t.dim() >= 2 else t
+                 for name, t in tensors.items()}
+        save_file(noisy, file, metadata={"format": "pt"})
+    return out_dir

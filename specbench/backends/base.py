@@ -116,6 +116,11 @@ class Backend(ABC):
         """Decode after `prompt_ids`; k=None is the matched baseline, k>=1 speculative."""
 
     @abstractmethod
+    def next_token_logits(self, prefix_ids: Sequence[int]) -> Any:
+        """The target's next-token logits after `prefix_ids`, from a fresh full forward
+        (no cache reuse): ground truth for checks. A float numpy array [vocab]."""
+
+    @abstractmethod
     def environment(self) -> dict[str, Any]:
         """Where the figures come from: device name/count, driver, framework versions."""
 
