@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen before pyplot loads)
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from specbench import metrics  # noqa: E402
 
@@ -108,6 +109,7 @@ def speedup_vs_k(cells):
                           color=colour, alpha=0.7, label=f"theory a={a:.2f}, c={c:.2g}, v={v:.2g}")
         axis.axhline(1.0, color="grey", linewidth=0.8)
         axis.set_xlabel("draft length k (tokens)")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel("speedup over matched baseline (x)")
         axis.set_title(f"Speedup vs draft length: {task}")
         axis.legend(fontsize=7)
@@ -128,6 +130,7 @@ def acceptance_by_position(cells):
         axis.plot(range(1, len(values) + 1), values, marker="o",
                   label=f"{row['pair']}, {row['backend']}, {row['task']}, k={int(row['k'])}, T={row['temperature']:g}")
     axis.set_xlabel("draft position (1 = first drafted token)")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel("share of iterations accepting it (fraction)")
     axis.set_ylim(0, 1.05)
     axis.set_title("Acceptance by draft position")

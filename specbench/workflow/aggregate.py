@@ -457,8 +457,8 @@ def load_tables(results_dir: str | os.PathLike, claims_dir: str | os.PathLike | 
         raise SpecbenchError(f"{results_dir}: results directory not found")
     tables_dir = results_dir / "tables"
     wanted = [tables_dir / f"{name}.parquet" for name in TABLE_NAMES] + [tables_dir / "verdicts.json"]
-    cell_files = list((results_dir / "cells").rglob("*.json")) if (results_dir / "cells").is_dir() else []
-    newest_cell = max((p.stat().st_mtime for p in cell_files), default=0.0)
+    inputs = [*(results_dir / "cells").rglob("*.json"), *(results_dir / "equivalence").glob("*.json")]
+    newest_cell = max((p.stat().st_mtime for p in inputs), default=0.0)
     if claims_dir is not None or not all(p.exists() for p in wanted) or min(p.stat().st_mtime for p in wanted) < newest_cell:
         return aggregate(results_dir, claims_dir)
     tables = {name: pd.read_parquet(tables_dir / f"{name}.parquet") for name in TABLE_NAMES}
