@@ -124,3 +124,26 @@ def test_report_on_missing_results_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
     assert "results directory not found" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_default_workflow_report_has_every_verdict_and_renders(request, tmp_path):
+    """On the default (CPU, toy pair) run: every claim gets a verdict, each not-applicable one says why."""
+    try:
+        results = Path(request.getfixturevalue("default_workflow_run"))
+    except pytest.FixtureLookupError:
+        pytest.skip("the workflow's default_workflow_run fixture is not available")
+    from specbench.claims import NOT_APPLICABLE, load_claims
+    from specbench.workflow.aggregate import load_tables
+
+    out = build_report(results, tmp_path / "report")
+    verdicts = load_tables(results)["verdicts"].to_dict("records")
+    assert {v["claim_id"] for v in verdicts} == {c.id for c in load_claims()}
+    for verdict in verdicts:
+        if verdict["verdict"] == NOT_APPLICABLE:
+            assert verdict["closest"] and verdict["reason"], verdict["claim_id"]
+    page = (out / "index.html").read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", IMAGE_PROBE + "</body>"))
+    assert _render_probe(probe, tmp_path / "profile").endswith("broken=0")
