@@ -342,7 +342,8 @@ def build_tables(results_dir: str | os.PathLike) -> dict[str, Any]:
     matches = matched_baselines(cells)
     sample_rows, cell_rows, quality_rows = [], [], []
     for cell in cells:
-        fields = {key: cell["cell"].get(key) for key in CELL_FIELDS}
+        # The contract's fields first, then any the workflow adds (task_version, cell_key, ...).
+        fields = {**{key: cell["cell"].get(key) for key in CELL_FIELDS}, **cell["cell"]}
         env = _environment_columns(cell["environment"])
         ref = cell_ref(fields)
         for row in cell["rows"]:
