@@ -177,6 +177,7 @@ class SpecbenchLM(LM):
             "truncated_prompt_tokens": truncated,
             "new_tokens": len(result.tokens),
             **{key: value for key, value in result.to_dict().items() if key not in ("tokens", "margins")},
+            "text": text,
         }
         self.records.append(record)
         if self.stats_path is not None:
