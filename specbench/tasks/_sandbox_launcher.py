@@ -109,6 +109,9 @@ def launch(spec: dict) -> None:
     sandbox_uid = spec["sandbox_uid"] if is_root else None
     limits = spec["limits"]
 
+    # Counted before any user namespace, inside which every uid outside it reads as the overflow uid.
+    me = os.getuid()
+    callers_processes = len(_processes(lambda pid, fields, uid: uid == me))
     why_not = _call(_libc.prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if why_not:
         refused["subreaper"] = why_not
@@ -126,8 +129,7 @@ def launch(spec: dict) -> None:
         nproc = limits["processes"]
         in_force["unprivileged_uid"] = sandbox_uid
     else:
-        mine = len(_processes(lambda pid, fields, uid: uid == os.getuid()))
-        nproc = mine + limits["processes"]  # room for the caller's own processes
+        nproc = callers_processes + limits["processes"]  # room for the caller's own processes
         refused["unprivileged_uid"] = "not root: runs as the calling user"
     _set_limits(limits, nproc)
     in_force.update(

@@ -24,6 +24,7 @@ Executing model output is opt-in: callers must pass `allow_code_execution=True`
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pwd
 import random
@@ -38,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from specbench.errors import SpecbenchError
+
+log = logging.getLogger(__name__)
 
 _LAUNCHER = Path(__file__).with_name("_sandbox_launcher.py")
 _OUTPUT_TAIL_BYTES = 4096
@@ -126,6 +129,20 @@ def _tail(path: Path) -> str:
         return handle.read().decode("utf-8", errors="replace")
 
 
+def _kill_session(session_id: int) -> None:
+    """SIGKILL every process of a session (the supervisor started one with setsid)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+            if int(fields[3]) == session_id:  # state, ppid, pgrp, session
+                os.kill(int(entry), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            pass
+
+
 def run_python(
     program: str,
     *,
@@ -191,9 +208,13 @@ def run_python(
         try:
             launched = json.loads(report)
         except json.JSONDecodeError:
-            raise SpecbenchError(
-                f"sandbox: the launcher failed (exit status {launcher.returncode}): {_tail(stderr_path)[-500:]}"
-            ) from None
+            # Without root the program runs as our uid and can kill its supervisor: count that as
+            # a failure of the program, kill what is left of its session, and go on.
+            _kill_session(launcher.pid)
+            log.warning("sandbox: the supervisor died (exit status %s); program scored as failed", launcher.returncode)
+            return SandboxResult(passed=False, status="error", returncode=None, duration_s=0.0,
+                                 stdout=_tail(stdout_path), stderr=_tail(stderr_path),
+                                 protections={"not_in_force": {"supervisor": "killed before it reported"}})
 
         protections = {
             "own_process": True,
