@@ -176,3 +176,17 @@ def test_lm_eval_command_reports_a_missing_data_file_in_one_line(pair, tmp_path)
                            "--tasks", "gsm8k_offline", "--device", "cpu", "--limit", "1")
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith("specbench-lm-eval: error: gsm8k_offline needs its data file")
+
+
+@pytest.mark.slow
+def test_humaneval_offline_scores_a_real_model_in_the_sandbox(pair, tmp_path):
+    """A tiny random model's completions go through generate_until and the sandboxed pass@1 (expected 0)."""
+    from lm_eval import simple_evaluate
+
+    results = simple_evaluate(
+        model="specbench", model_args={"target": str(pair[0]), "draft": str(pair[1]), "k": 2, "max_seq_len": SEQ},
+        tasks=["humaneval_offline"], limit=2, gen_kwargs={"max_gen_toks": 8}, confirm_run_unsafe_code=True,
+        task_manager=offline_task_manager(tmp_path, humaneval_file=str(HUMANEVAL)), device="cpu",
+    )
+    assert results["results"]["humaneval_offline"]["pass@1,create_test"] == 0.0
+    assert results["config"]["specbench"]["summary"]["requests"] == 2
