@@ -12,6 +12,9 @@ Each program runs in its own subprocess with:
     network namespace with no usable interface;
   - when we are not root: a user + network namespace where the kernel allows it.
 
+The program runs on our interpreter when a stranger uid can reach it, else on the system's
+python3 (e.g. a pyenv Python under a 0700 /root); `protections["interpreter"]` says which.
+
 What was actually in force is recorded with every result (`SandboxResult.protections`),
 because it depends on the machine; nothing here pretends a protection it could not set up.
 Not covered: world-readable files stay readable (as for any unprivileged user), and the
