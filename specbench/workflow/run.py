@@ -3,8 +3,9 @@
 A cell is one decoding setting: the baseline (k = 0) or speculative decoding with draft
 length k, at one temperature and dtype. All cells of a job share the prompts, so the
 speedup of each k is paired per prompt against the baseline computed by the same model
-objects in the same process. Per dtype the backend is loaded once and warmed up once
-(untimed), then every cell of that dtype runs.
+objects in the same process. Per dtype the backend is loaded once and warmed up
+(untimed: the baseline at load, each draft length before its first cell), then every
+cell of that dtype runs.
 
 Resuming: each cell is written atomically as soon as it finishes; a cell already stored
 as "ok" with the same inputs (`cell_key`) is not run again, so an interrupted job
@@ -166,6 +167,7 @@ class Job:
             num_fewshot=task_config["num_fewshot"],
             allow_code_execution=task_config["allow_code_execution"],
             seed=self.config["seed"],
+            max_new_tokens=task_config["max_new_tokens"],
         )
 
     def model_description(self, role: str) -> str:
@@ -195,6 +197,8 @@ class Job:
             "seed": self.config["seed"],
             "max_new_tokens": max_new_tokens,
             "plan": [plan.k, plan.temperature, plan.dtype, plan.top_k, plan.top_p],
+            # a planted (test-only) bug changes the numbers: never resume across it
+            "planted_bug": os.environ.get("SPECBENCH_PLANT_BUG") or None,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -283,7 +287,8 @@ def run_job(config: dict[str, Any], pair: str, backend: str, task: str, *, progr
                 max_seq_len=max_seq_len,
             )
             loaded = time.perf_counter()
-            model.warmup(k_values=[None, *sorted({plan.k for plan in dtype_plans if plan.k})])
+            model.warmup(k_values=[None])
+            warmed_up: set[int] = set()
             log(f"{dtype}: loaded in {loaded - started:.1f}s, warm-up {time.perf_counter() - loaded:.1f}s (not timed)")
             environment = run_environment(model.environment())
 
@@ -292,6 +297,9 @@ def run_job(config: dict[str, Any], pair: str, backend: str, task: str, *, progr
                 sampling = SamplingConfig(temperature=plan.temperature, top_k=plan.top_k, top_p=plan.top_p)
                 rows, status, error = [], "ok", None
                 try:
+                    if plan.k and plan.k not in warmed_up:  # each draft length compiles/allocates its own shapes
+                        model.warmup(k_values=[plan.k])
+                        warmed_up.add(plan.k)
                     for index, (request, ids, budget) in enumerate(zip(requests, prompt_ids, request_budget)):
                         result = model.generate(
                             ids,
