@@ -15,3 +15,8 @@ os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 
 pytest_plugins = ["tests.checkpoints"]
+
+# Test models are tiny: one thread is fastest, and avoids oversubscribing a shared 2-core CI machine.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
