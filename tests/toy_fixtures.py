@@ -1,0 +1,24 @@
+"""Session fixtures around the offline toy pair (a pytest plugin: list it in `pytest_plugins`).
+
+`toy_pair_quick` trains a reduced-budget pair once per test session: ordinary checkpoint
+folders that load and generate everywhere a real pair would, but of low quality.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+QUICK_STEPS_SCALE = 0.05  # 50 steps per model: seconds on 2 cores, enough to emit answer-shaped text
+QUICK_EVAL_PROBLEMS = 5
+
+
+@pytest.fixture(scope="session")
+def toy_pair_quick(tmp_path_factory) -> Path:
+    """Folder with target/, draft/ and toy_pair.json of a quickly trained toy pair (seed 0)."""
+    from specbench.toy.train import build_toy_pair
+
+    out = tmp_path_factory.mktemp("toy-pair-quick") / "pair"
+    build_toy_pair(out, steps_scale=QUICK_STEPS_SCALE, seed=0, eval_problems=QUICK_EVAL_PROBLEMS)
+    return out
