@@ -30,7 +30,7 @@ CELL_FIELDS = {
 ROW_FIELDS = {
     "prompt_index", "doc_id", "prompt_tokens", "new_tokens", "iterations", "drafted", "accepted",
     "accepted_per_position", "prefill_s", "decode_s", "draft_s", "verify_s", "stop_reason", "tokens", "margins",
-    "text", "score", "target", "extracted",
+    "text", "score", "target", "extracted", "metrics",
 }
 ENVIRONMENT_FIELDS = {
     "device_name", "device_count", "driver", "platform", "python", "torch", "jax", "transformers",

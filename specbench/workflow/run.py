@@ -240,6 +240,7 @@ def run_job(config: dict[str, Any], pair: str, backend: str, task: str, *, progr
     log = lambda message: print(f"[{name}] {message}", file=sys.stderr, flush=True)  # noqa: E731
 
     task_obj = job.load_task()
+    task_description = task_obj.describe()
     requests = task_obj.requests()
     if not requests:
         raise SpecbenchError(f"{config['_path']}: task {task!r} produced no prompts")
@@ -324,7 +325,8 @@ def run_job(config: dict[str, Any], pair: str, backend: str, task: str, *, progr
                         traceback.print_exc(file=sys.stderr)
                 store.atomic_write_json(
                     store.cell_path(job.results_dir, pair, backend, task, plan.cell_id),
-                    {"cell": fields, "environment": environment, "status": status, "error": error, "rows": rows},
+                    {"cell": fields, "environment": environment, "status": status, "error": error, "rows": rows,
+                     "task_description": task_description},
                 )
                 statuses[plan.cell_id] = status
                 bar.cell_done(skipped_prompts=len(requests) - len(rows) if status != "ok" else 0)
@@ -376,6 +378,7 @@ def _row(index: int, request, result, tokenizer, task, k: int) -> dict[str, Any]
         "score": scored.score,
         "target": scored.target,
         "extracted": scored.extracted,
+        "metrics": dict(scored.metrics),  # every per-sample metric of the task (e.g. both GSM8K filters)
     }
 
 

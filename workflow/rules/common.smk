@@ -19,8 +19,8 @@ def sweep_config_file():
     given = list(workflow.overwrite_configfiles or [])
     if len(given) > 1:
         sys.exit("specbench: give one --configfile (got: " + ", ".join(map(str, given)) + ")")
-    if given:
-        return str(given[0])
+    if given:  # Snakemake makes it absolute; jobs on other hosts find it relative to the working directory
+        return os.path.relpath(given[0])
     # relative to the working directory, so no absolute path of this host is baked into a job
     return os.path.relpath(os.path.join(workflow.basedir, "configs", "default.yaml"))
 

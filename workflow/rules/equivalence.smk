@@ -18,3 +18,22 @@ rule check_equivalence:
     shell:
         "specbench check-equivalence {params.results} --config {input.config} --pair {wildcards.pair}"
         " --backend {wildcards.backend} --task {wildcards.task} > {log} 2>&1"
+
+
+# Sampled cells cannot be compared token by token (other random streams); instead the
+# speculative sampler's first tokens are G-tested against the target's exact distribution.
+rule sampling_test:
+    input:
+        pair=f"{MODELS}/{{pair}}/pair.json",
+        config=CONFIG_FILE,
+    output:
+        f"{RESULTS}/sampling/{{pair}}__{{backend}}.json",
+    log:
+        f"{LOGS}/sampling/{{pair}}__{{backend}}.log",
+    threads: RUN_THREADS
+    resources:
+        gpu=GPUS,
+        mem_mb=rule_resources("run", "mem_mb"),
+        runtime=rule_resources("run", "runtime"),
+    shell:
+        "python -m specbench.workflow.sampling --config {input.config} > {log} 2>&1"

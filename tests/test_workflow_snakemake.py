@@ -1,0 +1,95 @@
+"""The Snakemake workflow: dry-runs of every shipped config, lint, and the full default run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from specbench.workflow import store
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
+
+# Snakemake's lint also asks for a conda environment or container per rule. specbench's rules all
+# run one installed package (`specbench ...`), so the environment is the installation, and the
+# cluster profiles name the container image; that one lint is expected, any other fails.
+EXPECTED_LINT = "Specify a conda environment or container for each rule."
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_dry_run_plans_every_job_of_a_shipped_config(config, tmp_path):
+    # hub configs are checked against the cache only when offline; their models are not cached here
+    env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
+    result = snakemake(tmp_path, "-n", "--configfile", str(config), env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    data = yaml.safe_load(config.read_text())
+    jobs = len(data["pairs"]) * len(data["backends"]) * len(data["tasks"])
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
+    assert int(counts["run_job"]) == jobs and int(counts["check_equivalence"]) == jobs
+    assert int(counts["aggregate"]) == 1 and int(counts["report"]) == 1
+    # jobs that travel: no file of a job is named by an absolute path of this host
+    files = re.findall(r"^    (?:input|output|log): (.*)$", result.stdout, flags=re.MULTILINE)
+    assert files and not [line for line in files if any(name.startswith("/") for name in line.split(", "))]
+
+
+def test_lint_finds_nothing_but_the_environment_lint(tmp_path):
+    result = snakemake(tmp_path, "--lint", "--configfile", str(REPO / "configs" / "default.yaml"))
+    output = result.stdout + result.stderr
+    lints = {line.strip()[2:] for line in output.splitlines() if line.strip().startswith("* ")}
+    assert "Lints for rule" in output, output[-2000:]  # the lint ran (it exits 1 when it reports any)
+    assert lints <= {EXPECTED_LINT}, lints
+
+
+@pytest.mark.slow
+def test_default_run_produces_tables_reports_and_exact_fp32_greedy_equivalence(default_workflow_run):
+    import pandas as pd
+
+    results = default_workflow_run
+    workdir = results.parents[1]
+    cells = pd.read_parquet(results / "tables" / "cells.parquet")
+    samples = pd.read_parquet(results / "tables" / "samples.parquet")
+    assert set(cells["status"]) == {"ok"}
+    assert set(cells["backend"]) == {"torch", "hf"} and set(cells["task"]) == {"synthetic-arith", "gsm8k", "humaneval"}
+    assert len(samples) == sum(len(store.read_cell(p)["rows"]) for p in store.iter_cell_files(results))
+    assert samples["env_torch"].notna().all() and samples["config_hash"].nunique() == 1
+
+    equivalence_files = sorted((results / "equivalence").glob("*.json"))
+    assert len(equivalence_files) == 6
+    for path in equivalence_files:
+        report = json.loads(path.read_text())
+        assert report["passed"], report["problems"]
+        assert report["summary"]["compared"] > 0
+        assert report["summary"]["exact"] == report["summary"]["compared"]  # fp32 on CPU: 100% exact
+
+    sampling = json.loads((results / "sampling" / "toy__torch.json").read_text())
+    assert sampling["passed"] and sampling["samples"] > 0
+    for task in ("synthetic-arith", "gsm8k", "humaneval"):
+        assert json.loads((results / "quality" / f"toy__{task}.json").read_text())["cells"]
+    assert (workdir / "reports" / "default" / "index.html").is_file()
+    assert len(list((workdir / "logs" / "default" / "run").glob("*.log"))) == 6
+    assert "specbench summary" in (workdir / "snakemake.out").read_text() + (workdir / "snakemake.err").read_text()
+    print(f"default workflow wall time: {json.loads((workdir / 'run_time.json').read_text())['seconds']:.0f} s")
+
+
+@pytest.mark.slow
+def test_finished_default_run_has_nothing_left_to_do(default_workflow_workdir):
+    from tests.workflow_fixtures import snakemake_command
+
+    result = subprocess.run(snakemake_command(default_workflow_workdir, "-n"), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
