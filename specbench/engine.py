@@ -51,8 +51,42 @@ def next_token_distribution(logits: torch.Tensor, sampling: SamplingConfig) -> t
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row of `probs` [rows, vocab]."""
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    """One token per row of `probs` [rows, vocab]: argmax_i p_i / E_i with E_i ~ Exponential(1).
+
+    The exponential race: P(argmax = i) = p_i exactly, the same draw `torch.multinomial` makes
+    for one sample, but without multinomial's validity check that reads a value back to
+    the host (a synchronisation per drafted token on a GPU). E is clamped away from 0 so a
+    zero-probability token scores 0, never NaN; a one-hot row returns its argmax.
+    """
+    race = torch.empty_like(probs).exponential_(generator=generator).clamp_(min=torch.finfo(probs.dtype).tiny)
+    return (probs / race).argmax(-1)
+
+
+def to_device(ids: list[int], device: torch.device) -> torch.Tensor:
+    """Token ids as a long tensor on `device`, without waiting for queued device work.
+
+    A plain host-to-device copy from pageable memory synchronises the stream; from pinned
+    memory with non_blocking it is queued like a kernel.
+    """
+    tokens = torch.tensor(ids, dtype=torch.long)
+    if device.type != "cuda":
+        return tokens
+    return tokens.pin_memory().to(device, non_blocking=True)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True when `error` is the device (or host) running out of memory, on CUDA, ROCm or CPU.
+
+    torch raises `torch.cuda.OutOfMemoryError` on CUDA; ROCm builds raise the same class or a
+    RuntimeError mentioning "HIP out of memory"; CPU allocations fail with "DefaultCPUAllocator:
+    can't allocate memory"; a plain MemoryError comes from Python itself.
+    """
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and any(
+        marker in message for marker in ("out of memory", "can't allocate memory", "hiperroroutofmemory")
+    )
 
 
 def top2_margin(logits: torch.Tensor) -> torch.Tensor:
@@ -112,7 +146,7 @@ def speculative_step(
     # 1. Draft: k autoregressive steps of the small model (its first input may be 2 tokens
     #    when the previous iteration accepted everything and the draft never saw d_k).
     drafted, draft_probs = [], []
-    inputs = torch.tensor([draft_input], device=device)
+    inputs = to_device(draft_input, device)[None]
     for _ in range(k):
         q = next_token_distribution(draft(inputs, draft_pos)[0, -1], sampling)
         draft_pos += inputs.shape[1]
@@ -124,7 +158,7 @@ def speculative_step(
     clock.lap("draft")
 
     # 2. Verify: one target forward over the last committed token(s) and the k drafts.
-    logits = target(torch.cat([torch.tensor(target_input, device=device), drafted_tokens])[None], target_pos)[0]
+    logits = target(torch.cat([to_device(target_input, device), drafted_tokens])[None], target_pos)[0]
     logits = logits[-(k + 1):]  # p_0 .. p_k
     p = next_token_distribution(logits, sampling)
     clock.lap("verify")
@@ -202,10 +236,11 @@ def generate(
             if planted_bug == "rollback-off-by-one" and n < k:
                 position_skew += 1  # planted bug for tests: positions drift one too far back
         else:
-            logits = target(torch.tensor([sequence[target_cached:]], device=device), target_cached)[0, -1]
+            logits = target(to_device(sequence[target_cached:], device)[None], target_cached)[0, -1]
             clock.lap("verify")
-            new = [int(sample(next_token_distribution(logits, sampling)[None], generator))]
-            new_margins = [float(top2_margin(logits))]
+            token = sample(next_token_distribution(logits, sampling)[None], generator)
+            token, margin = torch.cat([token.double(), top2_margin(logits)[None].double()]).tolist()  # the one sync
+            new, new_margins = [int(token)], [margin]
             clock.lap("accept")
         result.iterations += 1
         tokens += new
