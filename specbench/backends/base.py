@@ -62,6 +62,7 @@ class GenerationResult:
     verify_s: float = 0.0
     margins: list[float] | None = None
     stop_reason: str = "max_new_tokens"  # "eos" | "stop_string" | "max_new_tokens"
+    compile_s: float = 0.0  # graph capture / compilation during this call, in no time above
 
     @property
     def acceptance_rate(self) -> float:
