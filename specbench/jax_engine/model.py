@@ -174,10 +174,10 @@ def mlp(config: ModelConfig, layer: Params, h: jax.Array) -> jax.Array:
     return linear(gate * linear(h, layer["w_up"]), layer["w_down"])
 
 
-def forward(
+def hidden_states(
     config: ModelConfig, params: Params, cache: KVCache, tokens: jax.Array, start: jax.Array
 ) -> tuple[jax.Array, KVCache]:
-    """Logits (float32, [q, vocab]) of `tokens` ([q] int32) at positions start..start+q-1.
+    """Final-normed hidden states ([q, hidden]) of `tokens` ([q] int32) at positions start..start+q-1.
 
     The tokens' keys and values are written into the returned cache; nothing past
     start + q - 1 is read. `config` is static (close over it before jitting).
@@ -199,10 +199,21 @@ def forward(
         if config.sandwich_norms:
             mlp_out = rms_norm(config, mlp_out, layer["post_mlp_norm"])
         x = x + mlp_out
-    x = rms_norm(config, x, params["final_norm"])
-    logits = linear(x, params.get("lm_head", params["embed"]))
-    logits = softcap(logits, config.final_softcap)
-    return logits.astype(jnp.float32), KVCache(keys=keys, values=values)
+    return rms_norm(config, x, params["final_norm"]), KVCache(keys=keys, values=values)
+
+
+def project_logits(config: ModelConfig, params: Params, x: jax.Array) -> jax.Array:
+    """float32 logits of final hidden states: the (tied or own) head, then final soft-capping."""
+    logits = linear(x, params.get("lm_head", params["embed"])).astype(jnp.float32)
+    return softcap(logits, config.final_softcap)
+
+
+def forward(
+    config: ModelConfig, params: Params, cache: KVCache, tokens: jax.Array, start: jax.Array
+) -> tuple[jax.Array, KVCache]:
+    """Logits (float32, [q, vocab]) of `tokens` at positions start..start+q-1, and the updated cache."""
+    x, cache = hidden_states(config, params, cache, tokens, start)
+    return project_logits(config, params, x), cache
 
 
 @dataclass
@@ -222,6 +233,12 @@ class JaxDecoder:
         """`forward` with this decoder's config bound (pure: jit it or call it inside a jitted function)."""
         return forward(self.config, params, cache, tokens, start)
 
+    def hidden_states(self, params: Params, cache: KVCache, tokens: jax.Array, start: jax.Array) -> tuple[jax.Array, KVCache]:
+        return hidden_states(self.config, params, cache, tokens, start)
+
+    def project_logits(self, params: Params, x: jax.Array) -> jax.Array:
+        return project_logits(self.config, params, x)
+
 
 def load_decoder(path: str | Path, dtype: str = "float32", device: jax.Device | None = None) -> JaxDecoder:
     """Read a Hugging Face checkpoint folder (config.json + safetensors) into a JaxDecoder."""
@@ -233,4 +250,7 @@ def load_decoder(path: str | Path, dtype: str = "float32", device: jax.Device | 
     return JaxDecoder(config=config, params=params, dtype=jax_dtype, device=device, path=checkpoint_dir)
 
 
-__all__ = ["JaxDecoder", "KVCache", "forward", "init_cache", "load_decoder", "load_params", "resolve_dtype"]
+__all__ = [
+    "JaxDecoder", "KVCache", "forward", "hidden_states", "init_cache", "load_decoder", "load_params", "project_logits",
+    "resolve_dtype",
+]
