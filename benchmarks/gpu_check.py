@@ -46,7 +46,7 @@ FULL = dict(
     profile=[("gemma-27b-like", [1, 3, 5, 9]), ("gemma-7b-like", [1]), ("gemma-2b-like", [1]), ("gemma-1b-like", [1]),
              ("gemma-27b-like@4", [1, 2])],
     target_shape="gemma-27b-like", draft_shapes=["gemma-2b-like", "gemma-27b-like@4"],
-    pair="gemma-27b-like", draft_layers=4, epsilons=[0.0, 0.05, 0.2], ks=[4, 8],
+    pair="gemma-27b-like", draft_layers=4, epsilons=[0.0, 0.02, 0.1], ks=[4, 8],
     prompts=2, prompt_len=128, max_new=128,
 )
 SMALL = dict(
