@@ -270,6 +270,8 @@ def test_build_refuses_bad_arguments_directly(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_budget_pair_meets_time_acceptance_and_accuracy_bounds(tmp_path):
-    report = build_toy_pair(tmp_path / "pair", eval_problems=200)
+def test_full_budget_pair_meets_time_acceptance_and_accuracy_bounds(default_toy_pair):
+    """The pair the default workflow trained (`specbench toy-pair`, full budget, 200 held-out problems)."""
+    report = json.loads((default_toy_pair / REPORT_NAME).read_text())
+    assert report["steps_scale"] == 1.0 and report["evaluation"]["problems"] >= 200
     assert check_toy_pair_bounds(report) == [], json.dumps(report, indent=2)

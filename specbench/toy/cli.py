@@ -10,6 +10,7 @@ OUT/toy_pair.json (sizes, steps, times, exact match of each model, greedy accept
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -30,7 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from specbench.toy.train import REPORT_NAME, build_toy_pair, check_toy_pair_bounds
 
     transformers_logging.disable_progress_bar()  # per-file save/load bars would bury the summary
-    report = build_toy_pair(args.out, steps_scale=args.steps_scale, seed=args.seed, eval_problems=args.eval_problems)
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    report = build_toy_pair(args.out, steps_scale=args.steps_scale, seed=args.seed, eval_problems=args.eval_problems,
+                            log=log)
     target, draft = report["target"], report["draft"]
     print(f"target: {target['parameters']:,} parameters, {target['steps']} steps in {target['train_seconds']:.0f} s, "
           f"final loss {target['final_loss']:.3f}")

@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ MIN_CORPUS_PROBLEMS = 2000  # also the tokenizer's training set: enough to see e
 TOKENIZER_PROBLEMS = 5000
 TOKENS_PER_PROBLEM_ESTIMATE = 100  # measured mean is ~101 with this tokenizer (prompt + answer + bos/eos)
 MAX_POSITION_EMBEDDINGS = 4096
+PROGRESS_EVERY = 100
 
 
 def _torch_threads() -> int:
@@ -124,8 +126,12 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def train_model(model, tokens, budget: TrainingBudget, seed: int) -> dict[str, Any]:
-    """Train `model` in place on random windows of the 1-D token tensor `tokens`; return loss/time figures."""
+def train_model(model, tokens, budget: TrainingBudget, seed: int,
+                progress: Callable[[int, float, float], None] | None = None) -> dict[str, Any]:
+    """Train `model` in place on random windows of the 1-D token tensor `tokens`; return loss/time figures.
+
+    `progress(step, loss, seconds)` is called every `PROGRESS_EVERY` steps and after the last.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -141,7 +147,7 @@ def train_model(model, tokens, budget: TrainingBudget, seed: int) -> dict[str, A
     offsets = torch.arange(window)
     losses: list[float] = []
     model.train()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for step in range(budget.steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, budget)
@@ -154,12 +160,15 @@ def train_model(model, tokens, budget: TrainingBudget, seed: int) -> dict[str, A
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
-    seconds = time.perf_counter() - start
+        if progress is not None and ((step + 1) % PROGRESS_EVERY == 0 or step + 1 == budget.steps):
+            progress(step + 1, losses[-1], time.perf_counter() - start)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.eval()
     tail = losses[-max(1, len(losses) // 10):]
     return {
         "steps": budget.steps,
         "train_seconds": round(seconds, 2),
+        "train_cpu_seconds": round(cpu_seconds, 2),  # all threads; on a shared CPU, wall time alone misleads
         "tokens_seen": budget.steps * budget.batch_size * budget.seq_len,
         "first_loss": round(losses[0], 4),
         "final_loss": round(sum(tail) / len(tail), 4),  # mean over the last 10% of steps
@@ -228,7 +237,8 @@ def _install(staging: Path, out_dir: Path) -> None:
     os.replace(staging / REPORT_NAME, out_dir / REPORT_NAME)
 
 
-def build_toy_pair(out_dir: str | Path, *, steps_scale: float = 1.0, seed: int = 0, eval_problems: int = 0) -> dict[str, Any]:
+def build_toy_pair(out_dir: str | Path, *, steps_scale: float = 1.0, seed: int = 0, eval_problems: int = 0,
+                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Generate the corpus, train the tokenizer, train target then draft, and write them to `out_dir`.
 
     Returns the report also written to `out_dir/toy_pair.json`: parameters of each model, draft share
@@ -236,13 +246,15 @@ def build_toy_pair(out_dir: str | Path, *, steps_scale: float = 1.0, seed: int =
     size, tokenizer size, and with `eval_problems` > 0 an "evaluation" section from
     `specbench.toy.evaluate.evaluate_toy_pair` on that many held-out problems.
     Everything is built (and evaluated) in `out_dir/.tmp-*` and renamed into place at the end.
+    `log` receives one line per stage and per `PROGRESS_EVERY` training steps.
     """
     out_dir = Path(out_dir)
     check_build_arguments(steps_scale, seed)
     if eval_problems < 0:
         raise SpecbenchError(f"--eval-problems must be >= 0, got {eval_problems}")
     check_out_dir(out_dir)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    log = log or (lambda line: None)
 
     import torch
     from transformers import LlamaForCausalLM
@@ -263,13 +275,18 @@ def build_toy_pair(out_dir: str | Path, *, steps_scale: float = 1.0, seed: int =
         tokens = torch.tensor([i for e in encoded for i in (*e.ids, eos)], dtype=torch.long)
         assert tokens[0].item() == bos
         data_seconds = time.perf_counter() - start
+        log(f"corpus: {n_problems} problems, {len(tokens)} tokens, vocabulary {len(tokenizer)} ({data_seconds:.1f} s)")
 
         models: dict[str, dict[str, Any]] = {}
         for index, role in enumerate(ROLES):
             torch.manual_seed(seed * 1000 + index)  # initial weights
             model = LlamaForCausalLM(llama_config(SHAPES[role], tokenizer))
             budget = scaled_budget(BUDGETS[role], steps_scale)
-            figures = train_model(model, tokens, budget, seed=seed * 1000 + index)
+
+            def progress(step: int, loss: float, seconds: float, role: str = role, steps: int = budget.steps) -> None:
+                log(f"{role}: step {step}/{steps}, loss {loss:.3f}, {seconds:.0f} s")
+
+            figures = train_model(model, tokens, budget, seed=seed * 1000 + index, progress=progress)
             model.generation_config.update(
                 bos_token_id=bos, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, do_sample=False
             )
@@ -296,8 +313,10 @@ def build_toy_pair(out_dir: str | Path, *, steps_scale: float = 1.0, seed: int =
         if eval_problems:
             from specbench.toy.evaluate import evaluate_toy_pair
 
+            log(f"evaluating on {eval_problems} held-out problems")
             report["evaluation"] = evaluate_toy_pair(staging, eval_problems)
         report["total_seconds"] = round(time.perf_counter() - start, 2)
+        report["total_cpu_seconds"] = round(time.process_time() - cpu_start, 2)
         write_json_atomic(staging / REPORT_NAME, report)
         _install(staging, out_dir)
         return report
