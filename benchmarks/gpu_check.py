@@ -81,11 +81,9 @@ def step_profiles(plan: dict, device: torch.device, bandwidth: float) -> dict:
 
 def hf_assisted_backend(target, draft, target_shape: str, draft_shape: str, max_seq_len: int) -> HFAssistedBackend:
     """transformers' assisted generation over the very tensors of our decoders (no checkpoint on disk)."""
-    backend = HFAssistedBackend.__new__(HFAssistedBackend)
-    backend.device, backend.dtype, backend.tokenizer = target.embed.weight.device, str(target.embed.weight.dtype), None
-    backend.target_model = hf_model(target, llama_config_dict(target_shape))
-    backend.draft_model = hf_model(draft, llama_config_dict(draft_shape))
-    backend.vocab, backend.max_seq_len, backend.planted_bug, backend.eos_ids = target.config.vocab_size, max_seq_len, None, ()
+    backend = HFAssistedBackend.from_models(hf_model(target, llama_config_dict(target_shape)),
+                                            hf_model(draft, llama_config_dict(draft_shape)),
+                                            dtype=str(target.embed.weight.dtype).removeprefix("torch."), max_seq_len=max_seq_len)
     return backend
 
 

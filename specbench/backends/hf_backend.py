@@ -73,24 +73,39 @@ class HFBackend(Backend):
 
     def __init__(self, target: str, draft: str | None = None, *, dtype: str = "float32", device: str = "cpu",
                  max_seq_len: int = 2048, **_ignored):
-        self.device = resolve_device(device)
-        self.dtype = dtype
         target_dir = resolve_checkpoint(str(target))
-        self.tokenizer = load_tokenizer(target_dir)
-        self.target_model = load_hf_model(target_dir, dtype, self.device)
-        self.draft_model = None
+        tokenizer = load_tokenizer(target_dir)
+        device_ = resolve_device(device)
+        target_model = load_hf_model(target_dir, dtype, device_)
+        draft_model = None
         if draft is not None:
             draft_dir = resolve_checkpoint(str(draft))
-            check_same_vocabulary(self.tokenizer, load_tokenizer(draft_dir), str(target), str(draft))
-            self.draft_model = load_hf_model(draft_dir, dtype, self.device)
-        sizes = [m.get_output_embeddings().weight.shape[0] for m in (self.target_model, self.draft_model) if m is not None]
+            check_same_vocabulary(tokenizer, load_tokenizer(draft_dir), str(target), str(draft))
+            draft_model = load_hf_model(draft_dir, dtype, device_)
+        self._setup(target_model, draft_model, tokenizer, dtype, device_, max_seq_len)
+
+    @classmethod
+    def from_models(cls, target_model, draft_model=None, *, tokenizer=None, dtype: str = "float32",
+                    max_seq_len: int = 2048) -> "HFBackend":
+        """A backend over transformers models already in memory (e.g. `specbench.shapes.hf_model`).
+
+        Without a tokenizer, prompts are token ids and stop strings are not available.
+        """
+        backend = cls.__new__(cls)
+        backend._setup(target_model, draft_model, tokenizer, dtype, target_model.device, max_seq_len)
+        return backend
+
+    def _setup(self, target_model, draft_model, tokenizer, dtype: str, device: torch.device, max_seq_len: int) -> None:
+        self.device, self.dtype, self.tokenizer = device, dtype, tokenizer
+        self.target_model, self.draft_model = target_model, draft_model
+        sizes = [m.get_output_embeddings().weight.shape[0] for m in (target_model, draft_model) if m is not None]
         self.vocab = min(sizes)
         self.max_seq_len = max_seq_len
         self.planted_bug = planted_bug()
-        eos = self.target_model.generation_config.eos_token_id
+        eos = target_model.generation_config.eos_token_id
         eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-        if self.tokenizer.eos_token_id is not None:
-            eos.add(self.tokenizer.eos_token_id)
+        if tokenizer is not None and tokenizer.eos_token_id is not None:
+            eos.add(tokenizer.eos_token_id)
         self.eos_ids = tuple(sorted(eos))
 
     def generate(self, prompt_ids: Sequence[int], *, max_new_tokens: int, k: int | None = None,
