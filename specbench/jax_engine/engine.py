@@ -17,7 +17,8 @@ emit the same tokens and count iterations, drafts and acceptances the same way:
   - a speculative iteration drafts d_1..d_k, verifies [newest, d_1..d_k] at positions
     position..position+k in one target forward, accepts n, emits n+1 tokens, and rolls
     back by moving `position` to position+n+1: stale cache entries past it are never read.
-Compilation never lands in a timing: the first call of each program is run once untimed.
+Compilation never lands in a timing: the first call of each program is run once untimed
+and its time is reported as `compile_s`.
 """
 
 from __future__ import annotations
@@ -223,70 +224,37 @@ class JaxEngine:
         speculative = k is not None
         greedy = sampling.greedy
         sampling_arrays = SamplingArrays.of(sampling)
-        seed = np.uint32(seed)
         bucket = prompt_bucket(len(prompt), self.capacity)
         padded = np.zeros(bucket, np.int32)
         padded[: len(prompt)] = prompt
-        length = np.int32(len(prompt))
-        tp, dp = self.target.params, self.draft.params if speculative else None
 
         def prefill():
-            self.target_cache, out = self.programs.prefill_target(tp, self.target_cache, padded, length, seed, sampling_arrays, greedy=greedy)
+            self.target_cache, out = self.programs.prefill_target(
+                self.target.params, self.target_cache, padded, np.int32(len(prompt)), np.uint32(seed % 2**32), sampling_arrays,
+                greedy=greedy)
             if speculative:
-                self.draft_cache = self.programs.prefill_draft(dp, self.draft_cache, padded)
+                self.draft_cache = self.programs.prefill_draft(self.draft.params, self.draft_cache, padded)
             return out
 
-        self._first_run_untimed(("prefill", bucket, greedy, speculative), prefill)
+        compile_s = self._first_run_untimed(("prefill", bucket, greedy, speculative), prefill)
         started = time.perf_counter()
         first, margin, key = prefill()
         first, margin = jax.device_get((first, margin))
-        tokens, margins = [int(first)], [float(margin)]
-        if speculative:
-            jax.block_until_ready(self.draft_cache)
-        result = GenerationResult(tokens=tokens, prompt_tokens=len(prompt), accepted_per_position=[0] * (k or 0))
+        jax.block_until_ready(self.draft_cache)
+        result = GenerationResult(tokens=[int(first)], prompt_tokens=len(prompt), accepted_per_position=[0] * (k or 0))
         result.prefill_s = time.perf_counter() - started
-
+        tokens, margins = result.tokens, [float(margin)]
         sequence = list(prompt) + tokens
+
+        times = Counter()  # "draft", "verify", "untimed" seconds over the loop
         position_skew = 0  # stays 0 unless the rollback bug is planted
-        draft_s = verify_s = untimed_s = 0.0
         loop_started = time.perf_counter()
         keep, reason = stopping_point(tokens, eos_ids, max_new_tokens)
         while reason is None:
-            position = np.int32(len(sequence) - 1)  # the newest token's position; not yet in the target cache
+            position = len(sequence) - 1  # the newest token's position; not yet in the target cache
             if speculative:
-                newest_two = np.asarray(sequence[-2:], np.int32)
-                start = np.int32(position - position_skew)
-                if self.fused:
-                    def iterate():
-                        self.target_cache, self.draft_cache, out = self.programs.iteration(
-                            tp, dp, self.target_cache, self.draft_cache, newest_two, position, start, key,
-                            sampling_arrays, k=k, greedy=greedy)
-                        return out
-                    untimed_s += self._first_run_untimed(("iteration", k, greedy), iterate)
-                    n, emitted, row_margins, key = iterate()
-                    n, emitted, row_margins = jax.device_get((n, emitted, row_margins))
-                    draft_s = verify_s = float("nan")
-                else:
-                    def draft_phase():
-                        self.draft_cache, out = self.programs.draft_phase(dp, self.draft_cache, newest_two, position, key,
-                                                                  sampling_arrays, k=k, greedy=greedy)
-                        return out
-
-                    def verify_phase(drafted, draft_probs, draft_key):
-                        self.target_cache, out = self.programs.verify_phase(tp, self.target_cache, newest_two[1], drafted,
-                                                                    draft_probs, start, draft_key, sampling_arrays, greedy=greedy)
-                        return out
-
-                    untimed_s += self._first_run_untimed(("draft+verify", k, greedy), lambda: verify_phase(*draft_phase()))
-                    phase_started = time.perf_counter()
-                    drafted, draft_probs, key = jax.block_until_ready(draft_phase())
-                    draft_done = time.perf_counter()
-                    n, emitted, row_margins, key = verify_phase(drafted, draft_probs, key)
-                    n, emitted, row_margins = jax.device_get((n, emitted, row_margins))
-                    draft_s += draft_done - phase_started
-                    verify_s += time.perf_counter() - draft_done
-                n = int(n)
-                new, new_margins = [int(t) for t in emitted[: n + 1]], [float(m) for m in row_margins[: n + 1]]
+                n, new, new_margins, key = self._speculative_iteration(
+                    sequence[-2:], position, position - position_skew, key, sampling_arrays, k, greedy, times)
                 result.drafted += k
                 result.accepted += n
                 for draft_position in range(n):
@@ -294,19 +262,7 @@ class JaxEngine:
                 if self.rollback_off_by_one and n < k:
                     position_skew += 1  # planted bug for tests: the target's positions drift one too far back
             else:
-                newest = np.int32(sequence[-1])
-
-                def step():
-                    self.target_cache, out = self.programs.decode_step(tp, self.target_cache, newest, position, key,
-                                                               sampling_arrays, greedy=greedy)
-                    return out
-
-                untimed_s += self._first_run_untimed(("decode", greedy), step)
-                step_started = time.perf_counter()
-                token, margin, key = step()
-                token, margin = jax.device_get((token, margin))
-                new, new_margins = [int(token)], [float(margin)]
-                verify_s += time.perf_counter() - step_started
+                new, new_margins, key = self._baseline_step(sequence[-1], position, key, sampling_arrays, greedy, times)
             result.iterations += 1
             tokens += new
             margins += new_margins
@@ -315,12 +271,74 @@ class JaxEngine:
             if reason is None and stop is not None and (kept := stop(tokens)) is not None:
                 keep, reason = kept, "stop_string"
 
-        result.decode_s = time.perf_counter() - loop_started - untimed_s
+        result.decode_s = time.perf_counter() - loop_started - times["untimed"]
+        result.compile_s = compile_s + times["untimed"]
+        result.draft_s, result.verify_s = times["draft"], times["verify"]
+        if speculative and self.fused:
+            result.draft_s = result.verify_s = float("nan")  # one program: the phases cannot be told apart
         del tokens[keep:]
         result.stop_reason = reason
         result.margins = margins[:keep]
-        result.draft_s, result.verify_s = draft_s, verify_s
         return result
+
+    def _speculative_iteration(self, newest_two: list[int], position: int, start: int, key: jax.Array,
+                               sampling: SamplingArrays, k: int, greedy: bool, times: Counter):
+        """Draft k, verify at `start` (= `position` unless the rollback bug is planted), accept.
+
+        Returns (n accepted, the n+1 new tokens, their target margins, the next random key).
+        """
+        tp, dp = self.target.params, self.draft.params
+        newest_two, position, start = np.asarray(newest_two, np.int32), np.int32(position), np.int32(start)
+
+        def draft_phase(key):
+            self.draft_cache, out = self.programs.draft_phase(
+                dp, self.draft_cache, newest_two, position, key, sampling, k=k, greedy=greedy)
+            return out
+
+        def verify_phase(drafted, draft_probs, key):
+            self.target_cache, out = self.programs.verify_phase(
+                tp, self.target_cache, newest_two[1], drafted, draft_probs, start, key, sampling, greedy=greedy)
+            return out
+
+        def both_phases(key):
+            if self.fused:
+                self.target_cache, self.draft_cache, out = self.programs.iteration(
+                    tp, dp, self.target_cache, self.draft_cache, newest_two, position, start, key, sampling,
+                    k=k, greedy=greedy)
+                return out
+            return verify_phase(*draft_phase(key))
+
+        times["untimed"] += self._first_run_untimed(("iteration" if self.fused else "draft+verify", k, greedy),
+                                                    lambda: both_phases(key))
+        started = time.perf_counter()
+        if self.fused:
+            n, emitted, row_margins, key = both_phases(key)
+        else:
+            drafted, draft_probs, key = jax.block_until_ready(draft_phase(key))
+            times["draft"] += time.perf_counter() - started
+            started = time.perf_counter()
+            n, emitted, row_margins, key = verify_phase(drafted, draft_probs, key)
+        n, emitted, row_margins = jax.device_get((n, emitted, row_margins))
+        times["verify"] += time.perf_counter() - started
+        n = int(n)
+        return n, [int(t) for t in emitted[: n + 1]], [float(m) for m in row_margins[: n + 1]], key
+
+    def _baseline_step(self, newest: int, position: int, key: jax.Array, sampling: SamplingArrays, greedy: bool,
+                       times: Counter):
+        """One target forward and the next token. Returns ([token], [margin], the next random key)."""
+
+        def step():
+            self.target_cache, out = self.programs.decode_step(
+                self.target.params, self.target_cache, np.int32(newest), np.int32(position), key, sampling,
+                greedy=greedy)
+            return out
+
+        times["untimed"] += self._first_run_untimed(("decode", greedy), step)
+        started = time.perf_counter()
+        token, margin, key = step()
+        token, margin = jax.device_get((token, margin))
+        times["verify"] += time.perf_counter() - started
+        return [int(token)], [float(margin)], key
 
 
 def stopping_point(tokens: list[int], eos_ids: Sequence[int], max_new_tokens: int) -> tuple[int, str | None]:
