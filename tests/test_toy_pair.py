@@ -106,18 +106,21 @@ def test_tokenizer_splits_digits_prepends_bos_and_round_trips_any_text(tmp_path)
 
 
 @pytest.mark.parametrize(
-    ("match", "k", "expected"),
+    ("match", "length", "expected"),
     [
-        ([True] * 10, 4, (8, 8, 2)),  # accept 4, target adds 1; again; position 10 = end
-        ([False] * 3, 4, (0, 12, 3)),  # every iteration rejects the first draft token
-        # p=0 accepts 1 and the target emits position 1; p=2 accepts 4 (2..5), the target emits 6; p=7 is the end.
-        ([True, False, True, True, True, True, True], 4, (5, 8, 2)),
-        ([True, True, True], 4, (3, 4, 1)),  # the output ends inside the first window
-        ([], 4, (0, 0, 0)),
+        # Token 0 comes from prefill. p=1 accepts 4, the target adds 1 -> p=6 accepts 4 -> p=11: done.
+        ([True] * 14, 10, (8, 8, 2)),
+        # Every iteration rejects the first draft token and the target adds one: p=1, 2, 3.
+        ([False] * 8, 4, (0, 12, 3)),
+        # p=1 accepts 1 and the target emits token 2; p=3 accepts 4 (3..6), the target emits 7; p=8: done.
+        ([False, True, False, True, True, True, True, False, False, False, False], 8, (5, 8, 2)),
+        # Draft tokens accepted past the end of the output (after <eos>) still count, as in the engine.
+        ([False, True, True, True, True, False], 3, (4, 4, 1)),
+        ([True] * 5, 1, (0, 0, 0)),  # the prefill token was the whole output
     ],
 )
-def test_greedy_acceptance_counts(match, k, expected):
-    assert greedy_acceptance(match, k) == expected
+def test_greedy_acceptance_follows_the_engine_counting(match, length, expected):
+    assert greedy_acceptance(match, length, k=4) == expected
 
 
 def _good_report() -> dict:
@@ -195,6 +198,33 @@ def test_quick_pair_runs_through_the_torch_backend_speculatively(toy_pair_quick)
     speculative = backend.generate(prompt, max_new_tokens=24, k=4)
     assert speculative.tokens == baseline.tokens
     assert speculative.drafted > 0
+
+
+def test_teacher_forced_acceptance_equals_the_engine_prompt_by_prompt(toy_pair_quick):
+    check = json.loads((toy_pair_quick / REPORT_NAME).read_text())["evaluation"]["torch_backend_check"]
+    assert check["counts_equal_teacher_forced"] == check["outputs_equal_target_greedy"] == check["problems"] > 0
+
+
+def test_cross_check_catches_an_engine_that_accepts_every_draft_token(toy_pair_quick, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from specbench.toy.evaluate import K, backend_cross_check, draft_matches, greedy_outputs, output_length
+
+    tokenizer = AutoTokenizer.from_pretrained(toy_pair_quick / "target")
+    target = AutoModelForCausalLM.from_pretrained(toy_pair_quick / "target")
+    draft = AutoModelForCausalLM.from_pretrained(toy_pair_quick / "draft")
+    prompts = [tokenizer.encode(corpus.format_prompt(p["question"])) for p in corpus.held_out_problems(3)]
+    extended = greedy_outputs(target, prompts, tokenizer.eos_token_id, tokenizer.pad_token_id, past_end=K)
+    lengths = [output_length(tokens, tokenizer.eos_token_id) for tokens in extended]
+    matches = draft_matches(draft, prompts, extended, tokenizer.pad_token_id)
+    counts = [greedy_acceptance(m, n, K) for m, n in zip(matches, lengths)]
+    outputs = [tokens[:n] for tokens, n in zip(extended, lengths)]
+
+    honest = backend_cross_check(toy_pair_quick, prompts, outputs, counts)
+    assert honest["counts_equal_teacher_forced"] == honest["outputs_equal_target_greedy"] == 3
+    monkeypatch.setenv("SPECBENCH_PLANT_BUG", "always-accept")
+    broken = backend_cross_check(toy_pair_quick, prompts, outputs, counts)
+    assert broken["counts_equal_teacher_forced"] < 3 and broken["acceptance_rate_k4"] == 1.0
 
 
 # --- bad input ----------------------------------------------------------------------------------

@@ -11,11 +11,14 @@ that position. Every accepted draft token therefore sits on the target's greedy 
 so the draft's proposals that matter are its argmax predictions given prefixes of
 that path, which one teacher-forced draft forward over the target's output gives for
 all positions at once. With match[j] = (draft argmax after target[:j] == target[j]),
-each iteration starting at position p accepts a = the number of leading matches in
-match[p : p+k], drafts k tokens, and moves to p + a + 1 (the target's own token follows
-the accepted ones). acceptance rate = sum(a) / sum(k). This equals what
-`specbench.engine` counts except in the last iteration, where the engine may also
-count draft tokens proposed past the end of the output.
+and following `specbench.engine`'s conventions (the first token comes from prefill;
+iterations go on until the output holds <eos> or max_new_tokens tokens; draft tokens
+accepted past that end still count), greedy speculative decoding at k does:
+
+    p = 1; while p < L: a = leading matches in match[p : p+k]; accepted += a; drafted += k; p += a + 1
+
+where L is the output's length (through <eos>), and the target's output is decoded k
+tokens past L so that match[] covers the last window. acceptance rate = accepted / drafted.
 
 When the `torch` backend is installed, the first few problems are also decoded
 speculatively through it, as a cross-check of both the acceptance figure and of the
@@ -35,9 +38,23 @@ MAX_NEW_TOKENS = 128  # the longest worked solution of the generator is about 80
 BATCH_SIZE = 50
 
 
-def greedy_outputs(model, prompts: list[list[int]], eos_id: int, pad_id: int) -> list[list[int]]:
-    """Greedy continuations of each prompt, up to and including the first <eos> (left-padded batches)."""
+def output_length(tokens: list[int], eos_id: int) -> int:
+    """Tokens the engine would keep: through the first <eos>, at most MAX_NEW_TOKENS."""
+    return min(tokens.index(eos_id) + 1 if eos_id in tokens else len(tokens), MAX_NEW_TOKENS)
+
+
+def greedy_outputs(model, prompts: list[list[int]], eos_id: int, pad_id: int, past_end: int = 0) -> list[list[int]]:
+    """Greedy continuations of each prompt: `output_length` tokens plus `past_end` more.
+
+    A plain batched decode loop over a transformers model and its KV cache (left padding, with
+    position ids counted from each row's first real token), rather than `generate`, which ends
+    rows at <eos> where the acceptance count needs tokens past it.
+    """
     import torch
+    from transformers import DynamicCache
+
+    def finished(row: list[int]) -> bool:
+        return len(row) >= MAX_NEW_TOKENS + past_end or (eos_id in row and len(row) > row.index(eos_id) + past_end)
 
     outputs: list[list[int]] = []
     for start in range(0, len(prompts), BATCH_SIZE):
@@ -45,13 +62,20 @@ def greedy_outputs(model, prompts: list[list[int]], eos_id: int, pad_id: int) ->
         width = max(len(p) for p in chunk)
         input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk])
         attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        # Passed by position: the keyword was renamed (past_key_values -> cache) within transformers 5.
+        cache = DynamicCache()
+        rows: list[list[int]] = [[] for _ in chunk]
         with torch.no_grad():
-            generated = model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=MAX_NEW_TOKENS,
-                do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id,
-            )
-        for row in generated[:, width:].tolist():
-            outputs.append(row[: row.index(eos_id) + 1] if eos_id in row else row)
+            while not all(finished(row) for row in rows):
+                logits = model(input_ids, attention_mask, position_ids, cache, use_cache=True).logits
+                next_tokens = logits[:, -1].argmax(-1)
+                for row, token in zip(rows, next_tokens.tolist()):
+                    row.append(token)
+                input_ids = next_tokens[:, None]
+                attention_mask = torch.cat([attention_mask, torch.ones_like(input_ids)], dim=1)
+                position_ids = position_ids[:, -1:] + 1
+        outputs += [row[: output_length(row, eos_id) + past_end] for row in rows]
     return outputs
 
 
@@ -74,13 +98,14 @@ def draft_matches(draft, prompts: list[list[int]], continuations: list[list[int]
     return matches
 
 
-def greedy_acceptance(match: list[bool], k: int) -> tuple[int, int, int]:
-    """(accepted, drafted, iterations) of greedy speculative decoding over one output (module docstring)."""
+def greedy_acceptance(match: list[bool], length: int, k: int) -> tuple[int, int, int]:
+    """(accepted, drafted, iterations) of greedy speculative decoding of an output of `length`
+    tokens, given match[] over at least length + k - 1 tokens (module docstring)."""
     accepted = drafted = iterations = 0
-    position = 0
-    while position < len(match):
+    position = 1  # token 0 comes from prefill
+    while position < length:
         run = 0
-        while run < k and position + run < len(match) and match[position + run]:
+        while run < k and match[position + run]:
             run += 1
         accepted += run
         drafted += k
@@ -96,21 +121,27 @@ def exact_match(outputs: list[list[int]], problems: list[dict[str, str]], tokeni
     return sum(correct) / len(problems)
 
 
-def backend_cross_check(pair_dir: Path, prompts: list[list[int]], target_outputs: list[list[int]]) -> dict[str, Any]:
-    """Decode `prompts` speculatively (k=4, greedy) with the torch backend; compare with the batched figures."""
+def backend_cross_check(pair_dir: Path, prompts: list[list[int]], target_outputs: list[list[int]],
+                        counts: list[tuple[int, int, int]]) -> dict[str, Any]:
+    """Decode `prompts` speculatively (k=4, greedy) through the torch backend and compare, prompt by
+    prompt, its tokens with the target's batched greedy output and its (accepted, drafted, iterations)
+    with the teacher-forced counts. Near-ties between the two implementations' float rounding can
+    make a few differ; a systematic difference would show in every prompt."""
     from specbench.backends import load_backend
 
     backend = load_backend("torch", target=str(pair_dir / "target"), draft=str(pair_dir / "draft"),
                            dtype="float32", device="cpu", max_seq_len=max(map(len, prompts)) + MAX_NEW_TOKENS)
-    accepted = drafted = same = 0
-    for prompt, reference in zip(prompts, target_outputs):
+    accepted = drafted = same_tokens = same_counts = 0
+    for prompt, reference, expected in zip(prompts, target_outputs, counts):
         result = backend.generate(prompt, max_new_tokens=MAX_NEW_TOKENS, k=K)
         accepted, drafted = accepted + result.accepted, drafted + result.drafted
-        same += result.tokens == reference
+        same_tokens += result.tokens == reference
+        same_counts += (result.accepted, result.drafted, result.iterations) == expected
     return {
         "problems": len(prompts),
         "acceptance_rate_k4": round(accepted / drafted, 4) if drafted else None,
-        "outputs_equal_target_greedy": same,
+        "outputs_equal_target_greedy": same_tokens,
+        "counts_equal_teacher_forced": same_counts,
     }
 
 
@@ -129,16 +160,16 @@ def evaluate_toy_pair(pair_dir: str | Path, n_problems: int = 200, backend_probl
     prompts = [tokenizer.encode(format_prompt(p["question"])) for p in problems]
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
 
-    target_outputs = greedy_outputs(target, prompts, eos, pad)
+    target_extended = greedy_outputs(target, prompts, eos, pad, past_end=K)
+    lengths = [output_length(tokens, eos) for tokens in target_extended]
+    target_outputs = [tokens[:length] for tokens, length in zip(target_extended, lengths)]
     draft_outputs = greedy_outputs(draft, prompts, eos, pad)
     target_em = exact_match(target_outputs, problems, tokenizer)
     draft_em = exact_match(draft_outputs, problems, tokenizer)
 
-    totals = [0, 0, 0]
-    for match in draft_matches(draft, prompts, target_outputs, pad):
-        for i, value in enumerate(greedy_acceptance(match, K)):
-            totals[i] += value
-    accepted, drafted, iterations = totals
+    matches = draft_matches(draft, prompts, target_extended, pad)
+    counts = [greedy_acceptance(match, length, K) for match, length in zip(matches, lengths)]
+    accepted, drafted, iterations = (sum(column) for column in zip(*counts))
     report: dict[str, Any] = {
         "problems": n_problems,
         "problem_seed": "held_out_problems (corpus.HELD_OUT_SEED)",
@@ -147,12 +178,12 @@ def evaluate_toy_pair(pair_dir: str | Path, n_problems: int = 200, backend_probl
         "draft_exact_match": round(draft_em, 4),
         "acceptance_rate_k4": round(accepted / drafted, 4) if drafted else None,
         "mean_accepted_length_k4": round((accepted + iterations) / iterations, 4) if iterations else None,
-        "target_mean_new_tokens": round(sum(map(len, target_outputs)) / n_problems, 2),
-        "target_stopped_at_eos": sum(1 for o in target_outputs if o and o[-1] == eos),
+        "target_mean_new_tokens": round(sum(lengths) / n_problems, 2),
+        "target_stopped_at_eos": sum(1 for o in target_outputs if o[-1] == eos),
         "acceptance_method": "teacher-forced draft argmax along the target's greedy output (see evaluate.py)",
     }
     if backend_problems and importlib.util.find_spec("specbench.backends.torch_backend") is not None:
-        count = min(backend_problems, n_problems)
-        report["torch_backend_check"] = backend_cross_check(pair_dir, prompts[:count], target_outputs[:count])
+        n = min(backend_problems, n_problems)
+        report["torch_backend_check"] = backend_cross_check(pair_dir, prompts[:n], target_outputs[:n], counts[:n])
     report["eval_seconds"] = round(time.perf_counter() - start, 2)
     return report
