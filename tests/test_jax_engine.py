@@ -261,3 +261,19 @@ def test_bad_requests_are_refused(jax_backends):
         backend.generate([1, 5], max_new_tokens=4, k=33)
     with pytest.raises(SpecbenchError, match="exceeds max_seq_len 64"):
         backend.generate([1] * 60, max_new_tokens=8)
+
+
+def test_toy_pair_greedy_speculative_equals_baseline_equals_torch(toy_pair_quick):
+    """The trained offline pair (a real draft/target relation, longer prompts) through both engines."""
+    from specbench.toy import corpus
+
+    paths = dict(target=str(toy_pair_quick / "target"), draft=str(toy_pair_quick / "draft"), max_seq_len=256)
+    torch_backend, jax_backend = load_backend("torch", **paths), load_backend("jax", **paths)
+    for problem in corpus.held_out_problems(3):
+        prompt = jax_backend.tokenizer.encode(corpus.format_prompt(problem["question"]))
+        expected = torch_backend.generate(prompt, max_new_tokens=24).tokens
+        assert jax_backend.generate(prompt, max_new_tokens=24).tokens == expected
+        for k in (1, 4):
+            speculative = jax_backend.generate(prompt, max_new_tokens=24, k=k)
+            assert speculative.tokens == expected, k
+            assert speculative.drafted == k * speculative.iterations
