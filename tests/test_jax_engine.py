@@ -277,3 +277,15 @@ def test_toy_pair_greedy_speculative_equals_baseline_equals_torch(toy_pair_quick
             speculative = jax_backend.generate(prompt, max_new_tokens=24, k=k)
             assert speculative.tokens == expected, k
             assert speculative.drafted == k * speculative.iterations
+
+
+def test_sliding_window_target_with_a_draft_of_another_family(tiny_checkpoint_factory):
+    """Gemma 3 (sliding and global layers, window 6) verified over k+1 positions deep into the
+    sequence, drafted by a Llama: still exactly the PyTorch engine's greedy tokens."""
+    paths = dict(target=str(tiny_checkpoint_factory("gemma3")), draft=str(tiny_checkpoint_factory("llama")),
+                 max_seq_len=MAX_SEQ_LEN)
+    torch_backend, jax_backend = load_backend("torch", **paths), load_backend("jax", **paths)
+    for prompt in PROMPTS[:5]:
+        ids = jax_backend.tokenizer.encode(prompt)
+        expected = torch_backend.generate(ids, max_new_tokens=24).tokens
+        assert jax_backend.generate(ids, max_new_tokens=24, k=3).tokens == expected, prompt
