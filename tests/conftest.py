@@ -14,7 +14,7 @@ os.environ["MPLBACKEND"] = "Agg"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 
-pytest_plugins = ["tests.checkpoints"]
+pytest_plugins = ["tests.checkpoints", "tests.toy_fixtures", "tests.workflow_fixtures"]
 
 # Test models are tiny: one thread is fastest, and avoids oversubscribing a shared 2-core CI machine.
 import torch  # noqa: E402
