@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from specbench import metrics  # noqa: E402
-from specbench.backends.base import SamplingConfig  # noqa: E402
+
 from specbench.backends.hf_backend import HFAssistedBackend  # noqa: E402
 from specbench.backends.torch_backend import TorchBackend  # noqa: E402
 from specbench.environment import torch_environment  # noqa: E402

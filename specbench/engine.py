@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from specbench.backends.base import GenerationResult, SamplingConfig
+from specbench.backends.common import stopping_point
 
 
 class CausalLM(Protocol):
@@ -218,7 +219,7 @@ def generate(
     target_cached = draft_cached = len(prompt)  # how much of `sequence` each KV cache holds
     position_skew = 0  # stays 0 unless the rollback bug is planted
     result = GenerationResult(tokens=tokens, prompt_tokens=len(prompt), accepted_per_position=[0] * (k or 0))
-    keep, reason = _stopping_point(tokens, eos_ids, max_new_tokens)
+    keep, reason = stopping_point(tokens, eos_ids, max_new_tokens)
     while reason is None:
         committed = len(sequence)
         if speculative:
@@ -247,7 +248,7 @@ def generate(
         margins += new_margins
         sequence += new
         target_cached = len(sequence) - 1  # every token but the newest, which is the next input
-        keep, reason = _stopping_point(tokens, eos_ids, max_new_tokens)
+        keep, reason = stopping_point(tokens, eos_ids, max_new_tokens)
         if reason is None and stop is not None and (kept := stop(tokens)) is not None:
             keep, reason = kept, "stop_string"
 
@@ -260,13 +261,3 @@ def generate(
     result.verify_s = totals.get("verify", 0.0)
     result.decode_s = result.draft_s + result.verify_s + totals.get("accept", 0.0)
     return result
-
-
-def _stopping_point(tokens: list[int], eos_ids: Sequence[int], max_new_tokens: int) -> tuple[int, str | None]:
-    """(tokens to keep, why decoding stops) -- or (len, None) to go on. EOS is kept."""
-    for i, token in enumerate(tokens[:max_new_tokens]):
-        if token in eos_ids:
-            return i + 1, "eos"
-    if len(tokens) >= max_new_tokens:
-        return max_new_tokens, "max_new_tokens"
-    return len(tokens), None

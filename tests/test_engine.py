@@ -1,7 +1,6 @@
 """The engine's promises: greedy speculative == greedy baseline == transformers, and
 speculative sampling draws from exactly the target's distribution."""
 
-import os
 
 import pytest
 import torch

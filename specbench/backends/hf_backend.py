@@ -19,7 +19,7 @@ import torch
 
 from specbench import engine
 from specbench.backends.base import Backend, GenerationResult, SamplingConfig
-from specbench.backends.torch_backend import check_request, check_same_vocabulary, stop_at_strings
+from specbench.backends.common import check_request, check_same_vocabulary, stop_at_strings
 from specbench.environment import torch_environment
 from specbench.errors import SpecbenchError
 from specbench.models.checkpoint import load_tokenizer, resolve_checkpoint

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from specbench.backends.base import Backend, GenerationResult, SamplingConfig
+from specbench.backends.common import MAX_K, check_request, check_same_vocabulary, stop_at_strings
 from specbench.environment import cpu_name, software
 from specbench.errors import SpecbenchError
 from specbench.models.checkpoint import load_tokenizer, resolve_checkpoint
 from specbench.plant import planted_bug
 
-MAX_K = 32  # the largest draft length; the caches keep room for one verification window past max_seq_len
 PLATFORM_ALIASES = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
 
 
@@ -40,44 +40,6 @@ def resolve_device(name: str):
     if index >= len(devices):
         raise SpecbenchError(f"device {name!r} is not available to JAX; JAX sees: {describe_devices(jax.devices())}")
     return devices[index]
-
-
-def check_request(prompt_ids: Sequence[int], max_new_tokens: int, k: int | None, max_seq_len: int, has_draft: bool) -> None:
-    """The request checks of the torch backend, with the same one-line messages."""
-    if k is not None:
-        if not has_draft:
-            raise SpecbenchError("k was given but no draft model was loaded")
-        if not 1 <= k <= MAX_K:
-            raise SpecbenchError(f"k must be between 1 and {MAX_K}, got {k}")
-    if max_new_tokens < 1:
-        raise SpecbenchError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if not prompt_ids:
-        raise SpecbenchError("the prompt is empty")
-    if len(prompt_ids) + max_new_tokens > max_seq_len:
-        raise SpecbenchError(
-            f"prompt of {len(prompt_ids)} tokens + max_new_tokens {max_new_tokens} exceeds max_seq_len {max_seq_len}"
-        )
-
-
-def stop_at_strings(tokenizer, stop_strings: Sequence[str]):
-    """`stop(tokens)`: once the decoded text contains a stop string, the length of the shortest
-    token prefix that already contains it (the torch backend's rule, so outputs stay comparable)."""
-    if not stop_strings:
-        return None
-
-    def contains_stop(tokens: list[int]) -> bool:
-        text = tokenizer.decode(tokens)
-        return any(s in text for s in stop_strings)
-
-    def stop(tokens: list[int]) -> int | None:
-        if not contains_stop(tokens):
-            return None
-        keep = len(tokens)
-        while keep > 1 and contains_stop(tokens[: keep - 1]):
-            keep -= 1
-        return keep
-
-    return stop
 
 
 class JaxBackend(Backend):
@@ -105,12 +67,7 @@ class JaxBackend(Backend):
         self.draft = None
         if draft is not None:
             draft_dir = resolve_checkpoint(str(draft))
-            draft_tokenizer = load_tokenizer(draft_dir)
-            if draft_tokenizer.get_vocab() != self.tokenizer.get_vocab():
-                raise SpecbenchError(
-                    f"draft {draft} and target {target} have different vocabularies "
-                    f"({len(draft_tokenizer)} vs {len(self.tokenizer)} tokens); a draft must share the target's tokenizer"
-                )
+            check_same_vocabulary(self.tokenizer, load_tokenizer(draft_dir), str(target), str(draft))
             self.draft = load_decoder(draft_dir, dtype, self.device)
         # Embedding tables may be padded differently (e.g. Qwen2.5 0.5B vs 7B): compare the shared part.
         vocab = min(m.config.vocab_size for m in (self.target, self.draft) if m is not None)

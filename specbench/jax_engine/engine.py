@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from specbench.backends.base import GenerationResult, SamplingConfig
+from specbench.backends.common import stopping_point
 from specbench.models.config import ModelConfig
 from specbench.jax_engine.model import JaxDecoder, forward, hidden_states, init_cache, project_logits
 from specbench.jax_engine.sampling import SamplingArrays, accept_drafts, choose, top2_margin
@@ -341,14 +342,3 @@ class JaxEngine:
         return [int(token)], [float(margin)], key
 
 
-def stopping_point(tokens: list[int], eos_ids: Sequence[int], max_new_tokens: int) -> tuple[int, str | None]:
-    """(tokens to keep, why decoding stops) -- or (len, None) to go on. EOS is kept (as the PyTorch engine does)."""
-    for i, token in enumerate(tokens[:max_new_tokens]):
-        if token in eos_ids:
-            return i + 1, "eos"
-    if len(tokens) >= max_new_tokens:
-        return max_new_tokens, "max_new_tokens"
-    return len(tokens), None
-
-
-__all__ = ["JaxEngine", "prompt_bucket", "stopping_point"]
