@@ -1,6 +1,6 @@
 """`specbench toy-pair`: train the offline toy target/draft pair and score it on held-out problems.
 
-    specbench toy-pair --out models/toy            # full budget: about 4-5 minutes on 2 CPU cores
+    specbench toy-pair --out models/toy            # full budget: about 4 minutes on 2 idle CPU cores
     specbench toy-pair --out /tmp/toy --steps-scale 0.05 --eval-problems 20   # seconds, low quality
 
 Writes OUT/target, OUT/draft (Hugging Face checkpoint folders sharing one tokenizer) and
@@ -43,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
           f"{draft['steps']} steps in {draft['train_seconds']:.0f} s, final loss {draft['final_loss']:.3f}")
     evaluation = report.get("evaluation")
     if evaluation:
-        print(f"held-out exact match over {evaluation['problems']} problems: target {evaluation['target_exact_match']:.3f}, "
-              f"draft {evaluation['draft_exact_match']:.3f}; greedy acceptance at k=4: {evaluation['acceptance_rate_k4']:.3f}")
-    print(f"total {report['total_seconds']:.0f} s; wrote {args.out / 'target'}, {args.out / 'draft'}, {args.out / REPORT_NAME}")
+        print(f"held-out exact match over {evaluation['problems']} problems: "
+              f"target {evaluation['target_exact_match']:.3f}, draft {evaluation['draft_exact_match']:.3f}; "
+              f"greedy acceptance at k=4: {evaluation['acceptance_rate_k4']:.3f}")
+    print(f"total {report['total_seconds']:.0f} s; "
+          f"wrote {args.out / 'target'}, {args.out / 'draft'}, {args.out / REPORT_NAME}")
     if args.steps_scale == 1.0 and evaluation:
         for problem in check_toy_pair_bounds(report):
             print(f"warning: {problem}")

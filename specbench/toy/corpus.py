@@ -167,7 +167,8 @@ def _money(rng: random.Random, steps: int) -> tuple[str, list[str], int]:
     if steps >= 3:
         earned = rng.randint(1, 40)
         question.append(f"Then {he} earns ${earned} walking dogs.")
-        lines.append(f"After walking dogs {he} has {left} + {earned} = $<<{left}+{earned}={left + earned}>>{left + earned}.")
+        total = left + earned
+        lines.append(f"After walking dogs {he} has {left} + {earned} = $<<{left}+{earned}={total}>>{total}.")
         left += earned
     question.append(f"How much money does {name} have now?")
     return " ".join(question), lines, left

@@ -6,9 +6,12 @@ sharing one locally trained tokenizer, and `out_dir/toy_pair.json` describing th
 
 Budget. Training runs a fixed number of optimizer steps, not a wall-clock budget,
 so the same seed on the same machine (and thread count) gives the same weights.
-The step counts below were calibrated on the project's 2-core CPU (with other
-jobs sharing it) so that the whole `specbench toy-pair` command, evaluation
-included, finishes within 5 minutes there; `steps_scale` shrinks them for tests.
+1000 steps per model is the token budget the feasibility notes saw fit in 5 minutes
+on the project's 2-core CPU (about 2M tokens per model: ~170 s target, ~60 s draft,
+~240 s in all). A target step is about 15 GFLOP (6 x 1.2M parameters x 2048 tokens,
+plus attention), so the wall time follows the machine's matmul speed; the report
+records wall and CPU seconds of each stage. `steps_scale` shrinks the budget (tests,
+slower machines).
 
 Recipe (what `../shared/notes/toy-pair-feasibility.md` saw meet the bounds): random
 windows of 128 tokens from the packed corpus (`<bos> problem <eos>` back to back),
@@ -196,7 +199,8 @@ def check_out_dir(out_dir: Path) -> None:
         raise SpecbenchError(f"--out {out_dir} exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not is_toy_pair_dir(out_dir):
         raise SpecbenchError(
-            f"--out {out_dir} is not empty and does not hold a toy pair (no {REPORT_NAME}); choose an empty or new folder"
+            f"--out {out_dir} is not empty and does not hold a toy pair (no {REPORT_NAME}); "
+            "choose an empty or new folder"
         )
 
 
@@ -206,7 +210,9 @@ def check_build_arguments(steps_scale: float, seed: int) -> None:
     if seed < 0:
         raise SpecbenchError(f"--seed must be >= 0, got {seed}")
     if seed >= HELD_OUT_SEED:
-        raise SpecbenchError(f"--seed must be below {HELD_OUT_SEED} (seeds from there on draw held-out evaluation problems), got {seed}")
+        raise SpecbenchError(
+            f"--seed must be below {HELD_OUT_SEED} (seeds from there on draw held-out evaluation problems), got {seed}"
+        )
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
