@@ -115,6 +115,10 @@ def test_slurm_profile_maps_declared_resources_to_sbatch_options(tmp_path: Path)
         'echo "sbatch: error: recorded by the test, not submitted" >&2\nexit 1\n'
     )
     fake_sbatch.chmod(0o755)
+    # The plugin asks sinfo for the default partition before it submits; answer without a cluster.
+    fake_sinfo = bin_dir / "sinfo"
+    fake_sinfo.write_text('#!/bin/sh\nprintf "PARTITION\\ndebug*\\n"\n')
+    fake_sinfo.chmod(0o755)
     records = tmp_path / "records"
     records.mkdir()
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RECORD_DIR": str(records)}

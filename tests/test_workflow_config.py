@@ -102,9 +102,13 @@ def test_draft_with_another_vocabulary_is_refused(tmp_path):
     target = fake_checkpoint(tmp_path / "target", {"a": 0, "b": 1, "c": 2})
     other = fake_checkpoint(tmp_path / "other", {"a": 0, "c": 1, "b": 2})
     same = fake_checkpoint(tmp_path / "same", {"a": 0, "b": 1, "c": 2})
-    ok = write_config(tmp_path, pairs=[{"name": "p", "target": {"path": str(target)}, "draft": {"path": str(same)}}])
+    equivalence = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())["equivalence"]
+    equivalence["sampling_test"]["pair"] = "p"  # the default's names the toy pair, replaced here
+    ok = write_config(tmp_path, equivalence=equivalence,
+                      pairs=[{"name": "p", "target": {"path": str(target)}, "draft": {"path": str(same)}}])
     load_config(ok)
-    bad = write_config(tmp_path, pairs=[{"name": "p", "target": {"path": str(target)}, "draft": {"path": str(other)}}])
+    bad = write_config(tmp_path, equivalence=equivalence,
+                       pairs=[{"name": "p", "target": {"path": str(target)}, "draft": {"path": str(other)}}])
     message = error_of(bad)
     assert "key pairs[0].draft: draft vocabulary differs from the target's" in message
     assert "token id 1" in message
@@ -176,7 +180,8 @@ def test_snakefile_stops_on_a_bad_config_before_any_job(tmp_path):
     result = _snakemake("--configfile", str(path), cwd=tmp_path)  # a real run, not a dry run
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if "specbench" in line]
-    assert lines == [f"specbench: config error: {path}: key sweep.bogus: unknown key (allowed here: "
+    # Snakemake hands the Snakefile the config path relative to the working directory
+    assert lines == [f"specbench: config error: {path.relative_to(tmp_path)}: key sweep.bogus: unknown key (allowed here: "
                      "dtypes, k, temperatures, top_k, top_p)"]
     assert not (tmp_path / "results").exists() and not (tmp_path / "models").exists()
 

@@ -212,3 +212,15 @@ def test_planted_rollback_bug_is_caught_as_a_real_mismatch(tmp_path, tiny_pair, 
     assert report["summary"]["mismatch"] >= 1 and report["summary"]["near_tie"] == 0
     cell = store.read_cell(store.cell_path(results_of(config), "tiny", "torch", "synthetic-arith", "k3-t0-float32"))
     assert cell["environment"]["planted_bug"] == "rollback-off-by-one"
+
+
+def test_summary_table_shows_each_job_on_one_line(finished_job):
+    from specbench.workflow.progress import summary_table
+
+    config, _ = finished_job
+    results = results_of(config)
+    store.atomic_write_json(store.equivalence_path(results, "tiny", "torch", "synthetic-arith"),
+                            check_job(results, "tiny", "torch", "synthetic-arith"))
+    lines = summary_table(results).splitlines()
+    assert len(lines) == 3  # header, rule, one job
+    assert lines[2].startswith("tiny/torch/synthetic-arith") and "6o" in lines[2] and "4/4 exact" in lines[2]

@@ -136,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = cfg.load_config(args.config)
+    config = cfg.load_config(args.config, check_models=False)  # the job loads its own pair
     record = prepare_pair(config, args.pair)
     print(
         f"pair {args.pair}: target {record['target']['params']:,} params, draft {record['draft']['params']:,} "

@@ -14,46 +14,57 @@ from typing import Any
 
 
 class JobProgress:
-    """Prompts done across all cells of one job, with cells done and decode tokens/s so far."""
+    """Prompts done across all cells of one job, with cells done and decode tokens/s so far.
+
+    On a terminal: a tqdm bar. Into a log file (the workflow's case) a bar's carriage returns
+    would make one endless line, so instead one plain line per finished cell.
+    """
 
     def __init__(self, *, job: str, cells: int, prompts_per_cell: int, enabled: bool = True):
-        from tqdm import tqdm
-
-        interactive = sys.stderr.isatty()
+        self.job = job
         self.cells_total = cells
+        self.prompts_total = cells * prompts_per_cell
+        self.prompts_done = 0
         self.cells_done = 0
         self.tokens = 0
         self.seconds = 0.0
-        self.bar = tqdm(
-            total=cells * prompts_per_cell,
-            desc=job,
-            unit="prompt",
-            file=sys.stderr,
-            disable=not enabled,
-            mininterval=0.5 if interactive else 10.0,
-            dynamic_ncols=interactive,
-            ascii=not interactive,
-        )
+        self.enabled = enabled
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.prompts_total, desc=job, unit="prompt", file=sys.stderr, dynamic_ncols=True)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
     def prompt_done(self, new_tokens: int, decode_s: float) -> None:
         # decode throughput counts tokens after the first (that one comes from prefill)
         self.tokens += max(new_tokens - 1, 0)
         self.seconds += decode_s
-        rate = self.tokens / self.seconds if self.seconds > 0 else 0.0
-        self.bar.set_postfix_str(f"cells {self.cells_done}/{self.cells_total}, {rate:.1f} tok/s", refresh=False)
-        self.bar.update(1)
+        self.prompts_done += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"cells {self.cells_done}/{self.cells_total}, {self.tokens_per_s:.1f} tok/s",
+                                     refresh=False)
+            self.bar.update(1)
 
-    def cell_done(self, *, skipped_prompts: int = 0) -> None:
+    def cell_done(self, cell_id: str = "", status: str = "ok", *, skipped_prompts: int = 0) -> None:
         self.cells_done += 1
-        if skipped_prompts:
+        self.prompts_done += skipped_prompts
+        if self.bar is not None:
             self.bar.update(skipped_prompts)
-        self.bar.set_postfix_str(f"cells {self.cells_done}/{self.cells_total}", refresh=False)
-
-    def write(self, message: str) -> None:
-        self.bar.write(message, file=sys.stderr)
+            self.bar.set_postfix_str(f"cells {self.cells_done}/{self.cells_total}", refresh=False)
+        elif self.enabled and cell_id:
+            print(
+                f"[{self.job}] cell {cell_id}: {status}; cells {self.cells_done}/{self.cells_total}, "
+                f"prompts {self.prompts_done}/{self.prompts_total}, decode {self.tokens_per_s:.1f} tok/s so far",
+                file=sys.stderr, flush=True,
+            )
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _pooled_tokens_per_s(rows: list[dict[str, Any]]) -> float:

@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = cfg.load_config(args.config)
+    config = cfg.load_config(args.config, check_models=False)  # the job loads its own pair
     report = quality_report(config, args.pair, args.task)
     out = cfg.results_dir(config) / "quality" / f"{args.pair}__{args.task}.json"
     store.atomic_write_json(out, report)

@@ -329,7 +329,7 @@ def run_job(config: dict[str, Any], pair: str, backend: str, task: str, *, progr
                      "task_description": task_description},
                 )
                 statuses[plan.cell_id] = status
-                bar.cell_done(skipped_prompts=len(requests) - len(rows) if status != "ok" else 0)
+                bar.cell_done(plan.cell_id, status, skipped_prompts=len(requests) - len(rows) if status != "ok" else 0)
             del model
             _release_device_memory()
     finally:
@@ -391,6 +391,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = cfg.load_config(args.config)
+    config = cfg.load_config(args.config, check_models=False)  # the job loads its own pair
     run_job(config, args.pair, args.backend, args.task, progress=not args.no_progress)
     return 0

@@ -36,7 +36,9 @@ def load_sweep_config():
     """specbench's own validation (schema + files + vocabularies): one line naming file and key, exit 2."""
     path = sweep_config_file()
     try:
-        loaded = load_config(path)
+        # Jobs on cluster hosts re-read the Snakefile: only the submitting process checks every
+        # pair's model folders, so a checkpoint missing on one host fails only that pair's jobs.
+        loaded = load_config(path, check_models=workflow.is_main_process)
     except SpecbenchError as error:
         sys.stderr.write(f"specbench: config error: {error}\n")
         sys.exit(2)
@@ -63,10 +65,20 @@ TASKS = [task["name"] for task in SWEEP["tasks"]]
 JOBS = [(pair, backend, task) for pair in PAIRS for backend in BACKENDS for task in TASKS]
 SAMPLING = SWEEP["equivalence"]["sampling_test"]
 
-# GPU jobs ask the scheduler for one GPU each. CPU jobs take every core given to Snakemake,
-# so run jobs never share cores: a timing taken next to another job measures the other job too.
+# GPU jobs ask the scheduler for one GPU each (and a few cores). CPU jobs, unless the config
+# says otherwise, take every core given to Snakemake, so local run jobs never share cores: a
+# timing taken next to another job measures the other job too.
 GPUS = 0 if SWEEP["device"] == "cpu" else 1
-RUN_THREADS = workflow.cores if SWEEP["device"] == "cpu" else SWEEP["resources"]["run"]["threads"]
+def local_cores(default):
+    """Cores given to Snakemake (--cores); cluster executors run without it, so `default` there."""
+    try:
+        return workflow.cores
+    except Exception:  # WorkflowError: "requires a total number of cores" under remote executors
+        return default
+
+
+RUN_THREADS = SWEEP["resources"]["run"].get("threads") or (local_cores(2) if SWEEP["device"] == "cpu" else 4)
+PREPARE_THREADS = SWEEP["resources"]["prepare"].get("threads") or local_cores(2)
 
 
 def _alternatives(names):

@@ -5,7 +5,7 @@
 rule check_equivalence:
     input:
         job=f"{RESULTS}/jobs/{{pair}}__{{backend}}__{{task}}.json",
-        config=CONFIG_FILE,
+        config=local(CONFIG_FILE),
     output:
         f"{RESULTS}/equivalence/{{pair}}__{{backend}}__{{task}}.json",
     log:
@@ -25,7 +25,7 @@ rule check_equivalence:
 rule sampling_test:
     input:
         pair=f"{MODELS}/{{pair}}/pair.json",
-        config=CONFIG_FILE,
+        config=local(CONFIG_FILE),
     output:
         f"{RESULTS}/sampling/{{pair}}__{{backend}}.json",
     log:

@@ -9,7 +9,7 @@ rule toy_pair:
         f"{LOGS}/models/{{pair}}.toy-pair.log",
     params:
         arguments=toy_pair_arguments,
-    threads: workflow.cores
+    threads: PREPARE_THREADS
     resources:
         mem_mb=rule_resources("prepare", "mem_mb"),
         runtime=rule_resources("prepare", "runtime"),
@@ -20,7 +20,7 @@ rule toy_pair:
 rule prepare_pair:
     input:
         pair_inputs,
-        config=CONFIG_FILE,
+        config=local(CONFIG_FILE),
     output:
         f"{MODELS}/{{pair}}/pair.json",
     log:

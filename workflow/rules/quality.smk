@@ -5,7 +5,7 @@
 rule quality:
     input:
         quality_manifests,
-        config=CONFIG_FILE,
+        config=local(CONFIG_FILE),
     output:
         f"{RESULTS}/quality/{{pair}}__{{task}}.json",
     log:

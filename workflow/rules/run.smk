@@ -5,7 +5,7 @@
 rule run_job:
     input:
         pair=f"{MODELS}/{{pair}}/pair.json",
-        config=CONFIG_FILE,
+        config=local(CONFIG_FILE),
     output:
         f"{RESULTS}/jobs/{{pair}}__{{backend}}__{{task}}.json",
     log:
