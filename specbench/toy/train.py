@@ -332,19 +332,20 @@ def build_toy_pair(out_dir: str | Path, *, steps_scale: float = 1.0, seed: int =
             out_dir.rmdir()
 
 
-def check_toy_pair_bounds(report: dict[str, Any]) -> list[str]:
+def check_toy_pair_bounds(report: dict[str, Any], *, include_time: bool = True) -> list[str]:
     """Problems with a full-budget toy pair's `toy_pair.json` against issue 3's bounds (empty: all met).
 
     Bounds: whole build (data, training and evaluation: `total_seconds`) <= 300 s; draft share of
     parameters within 0.10-0.20; greedy acceptance rate at k=4 on held-out problems within
-    [0.5, 0.95]; target exact match above the draft's.
+    [0.5, 0.95]; target exact match above the draft's. `include_time=False` leaves the time
+    bound out: on a shared machine it is a figure to read from the report, not a test verdict.
     """
     problems = []
     total = report.get("total_seconds")
     evaluation = report.get("evaluation")
     if total is None:
         problems.append("total_seconds missing")
-    elif total > 300:
+    elif include_time and total > 300:
         problems.append(f"build and evaluation took {total:.0f} s > 300 s")
     share = report.get("draft_share")
     if share is None or not 0.10 <= share <= 0.20:
