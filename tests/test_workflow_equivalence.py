@@ -142,6 +142,13 @@ def test_atomic_write_leaves_old_file_and_no_temporary_when_interrupted(tmp_path
     assert os.listdir(tmp_path) == ["cell.json"]
 
 
+def test_written_files_have_ordinary_permissions(tmp_path):
+    store.atomic_write_json(tmp_path / "x.json", {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_non_finite_numbers_are_stored_as_null(tmp_path):
     store.atomic_write_json(tmp_path / "x.json", {"rate": float("nan"), "rows": [float("inf"), 1.0]})
     assert json.loads((tmp_path / "x.json").read_text()) == {"rate": None, "rows": [None, 1.0]}

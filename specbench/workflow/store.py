@@ -25,12 +25,21 @@ from specbench.errors import SpecbenchError
 CELL_STATUSES = ("ok", "oom", "error")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` via a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); results are read by other users and by jobs of
+        # a cluster, so give it the permissions an ordinary open() would have
+        os.fchmod(handle, 0o666 & ~_current_umask())
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()
