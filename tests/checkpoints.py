@@ -133,6 +133,16 @@ def build_checkpoint(out_dir: Path, family: str, *, seed: int = 0, tokenizer_dir
     return out_dir
 
 
+# Prompts and draft lengths every backend's greedy-equivalence test runs (issue 2: >= 20 prompts).
+PROMPTS = [
+    "the quick brown fox", "Question: Tom has 3 apples", "def add(a, b):", "speculative decoding drafts",
+    "the lazy dog", "Answer: 3 + 4 = 7", "return a + b", "the target verifies them", "How many apples",
+    "jumps over the", "quick brown", "Tom buys 4 more", "decoding", "fox jumps", "dog and fox",
+    "brown fox jumps over the lazy", "Question:", "apples does he have?", "the", "tokens and the target",
+]
+K_VALUES = [1, 2, 4, 8]
+
+
 FAMILIES = ["llama", "llama-tied", "mistral", "qwen2", "gemma2", "gemma3"]
 
 

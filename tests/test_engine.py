@@ -8,15 +8,8 @@ import transformers
 
 from specbench.backends import SamplingConfig, load_backend
 from specbench.checks import lossless_sampling_test
-from tests.checkpoints import build_small_vocab_checkpoint, perturbed_copy
+from tests.checkpoints import K_VALUES, PROMPTS, build_small_vocab_checkpoint, perturbed_copy
 
-PROMPTS = [
-    "the quick brown fox", "Question: Tom has 3 apples", "def add(a, b):", "speculative decoding drafts",
-    "the lazy dog", "Answer: 3 + 4 = 7", "return a + b", "the target verifies them", "How many apples",
-    "jumps over the", "quick brown", "Tom buys 4 more", "decoding", "fox jumps", "dog and fox",
-    "brown fox jumps over the lazy", "Question:", "apples does he have?", "the", "tokens and the target",
-]
-K_VALUES = [1, 2, 4, 8]
 MAX_NEW = 16
 
 
