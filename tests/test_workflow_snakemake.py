@@ -93,3 +93,43 @@ def test_finished_default_run_has_nothing_left_to_do(default_workflow_workdir):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_killed_snakemake_run_resumes_its_cells(tmp_path, tiny_checkpoint_factory):
+    """Kill the whole workflow (Snakemake and its job) mid-job; the re-run redoes no finished cell."""
+    import signal
+    import time
+
+    target, draft = tiny_checkpoint_factory("llama", seed=0), tiny_checkpoint_factory("llama", seed=1)
+    config = tmp_path / "killed.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "killed", "device": "cpu",
+        "pairs": [{"name": "tiny", "target": {"path": str(target)}, "draft": {"path": str(draft)}}],
+        "backends": ["torch"], "tasks": [{"name": "synthetic-arith", "limit": 2, "max_new_tokens": 8}],
+        "sweep": {"k": [1, 2, 3], "temperatures": [0.0], "dtypes": ["float32"]},
+    }))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    results = workdir / "results" / "killed"
+    manifest = "results/killed/jobs/tiny__torch__synthetic-arith.json"
+    command = ["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(config),
+               "--cores", "2", manifest]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(store.iter_cell_files(results)) and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)  # Snakemake and the job together, like a lost node
+    run.wait()
+    survivors = {path: path.stat().st_mtime_ns for path in store.iter_cell_files(results)}
+    assert 1 <= len(survivors) < 4 and not (workdir / manifest).exists()
+
+    # a hard kill leaves Snakemake's lock behind; a user clears it with --unlock and runs again
+    unlock = subprocess.run(command + ["--unlock"], capture_output=True, text=True, timeout=300)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {path: path.stat().st_mtime_ns for path in survivors} == survivors
+    log = (workdir / "logs" / "killed" / "run" / "tiny__torch__synthetic-arith.log").read_text()
+    assert f"{len(survivors)} already complete" in log
+    assert set(json.loads((workdir / manifest).read_text())["cells"].values()) == {"ok"}

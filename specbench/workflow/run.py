@@ -228,13 +228,30 @@ class Job:
         }
 
 
-def run_job(config: dict[str, Any], pair: str, backend: str, task: str, *, progress: bool = True) -> dict[str, Any]:
+def limit_cpu_threads(threads: int | None) -> None:
+    """Use `threads` CPU threads for tensor maths (None: the framework's default, all cores).
+
+    The workflow passes the cores Snakemake gave the job: a framework spinning more threads
+    than it has cores loses most of its time when the cores are shared (6x to 100x seen for
+    the toy pair on a busy 2-core machine), and the timings would measure that.
+    """
+    if threads is None:
+        return
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_job(config: dict[str, Any], pair: str, backend: str, task: str, *, progress: bool = True,
+            threads: int | None = None) -> dict[str, Any]:
     """Run (or resume) every cell of the job; return the manifest written at the end."""
     from transformers import AutoTokenizer
 
     from specbench.backends import SamplingConfig, load_backend
     from specbench.workflow.progress import JobProgress
 
+    limit_cpu_threads(threads)
     job = Job(config, pair, backend, task)
     name = store.job_name(pair, backend, task)
     log = lambda message: print(f"[{name}] {message}", file=sys.stderr, flush=True)  # noqa: E731
@@ -387,10 +404,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pair", required=True, help="pair name from the config")
     parser.add_argument("--backend", required=True, help="backend name from the config")
     parser.add_argument("--task", required=True, help="task name from the config")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for tensor maths (default: all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     config = cfg.load_config(args.config, check_models=False)  # the job loads its own pair
-    run_job(config, args.pair, args.backend, args.task, progress=not args.no_progress)
+    if args.threads is not None and args.threads < 1:
+        raise SpecbenchError(f"--threads must be at least 1, got {args.threads}")
+    run_job(config, args.pair, args.backend, args.task, progress=not args.no_progress, threads=args.threads)
     return 0

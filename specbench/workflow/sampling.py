@@ -105,9 +105,13 @@ def output_path(config: dict[str, Any]):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="sweep config (YAML) with equivalence.sampling_test enabled")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for tensor maths (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from specbench.workflow.run import limit_cpu_threads
+
+    limit_cpu_threads(args.threads)
     config = cfg.load_config(args.config, check_models=False)  # the job loads its own pair
     result = sampling_test(config)
     store.atomic_write_json(output_path(config), result)

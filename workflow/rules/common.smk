@@ -65,10 +65,12 @@ TASKS = [task["name"] for task in SWEEP["tasks"]]
 JOBS = [(pair, backend, task) for pair in PAIRS for backend in BACKENDS for task in TASKS]
 SAMPLING = SWEEP["equivalence"]["sampling_test"]
 
-# GPU jobs ask the scheduler for one GPU each (and a few cores). CPU jobs, unless the config
-# says otherwise, take every core given to Snakemake, so local run jobs never share cores: a
-# timing taken next to another job measures the other job too.
+# GPU jobs ask the scheduler for one GPU each (and a few cores). CPU jobs take
+# resources.run.threads cores, or else every core given to Snakemake, and use exactly that many
+# threads (`specbench run --threads`), so jobs side by side never fight over a core.
 GPUS = 0 if SWEEP["device"] == "cpu" else 1
+
+
 def local_cores(default):
     """Cores given to Snakemake (--cores); cluster executors run without it, so `default` there."""
     try:

@@ -36,4 +36,4 @@ rule sampling_test:
         mem_mb=rule_resources("run", "mem_mb"),
         runtime=rule_resources("run", "runtime"),
     shell:
-        "python -m specbench.workflow.sampling --config {input.config} > {log} 2>&1"
+        "python -m specbench.workflow.sampling --config {input.config} --threads {threads} > {log} 2>&1"

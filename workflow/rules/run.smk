@@ -17,4 +17,4 @@ rule run_job:
         runtime=rule_resources("run", "runtime"),
     shell:
         "specbench run --config {input.config} --pair {wildcards.pair} --backend {wildcards.backend}"
-        " --task {wildcards.task} > {log} 2>&1"
+        " --task {wildcards.task} --threads {threads} > {log} 2>&1"
