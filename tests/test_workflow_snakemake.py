@@ -133,3 +133,26 @@ def test_killed_snakemake_run_resumes_its_cells(tmp_path, tiny_checkpoint_factor
     log = (workdir / "logs" / "killed" / "run" / "tiny__torch__synthetic-arith.log").read_text()
     assert f"{len(survivors)} already complete" in log
     assert set(json.loads((workdir / manifest).read_text())["cells"].values()) == {"ok"}
+
+
+@pytest.mark.slow
+def test_sampling_test_catches_a_planted_lossy_sampler_on_the_toy_pair(default_workflow_workdir, tmp_path):
+    """The default run's sampling test passed; with acceptance forced (SPECBENCH_PLANT_BUG=always-accept)
+    the same test on the same pair must fail."""
+    from specbench.workflow.config import input_path, load_config
+
+    data = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    data["name"] = "planted-sampling"
+    data["paths"]["data_dir"] = str(input_path(load_config(REPO / "configs" / "default.yaml"), data["paths"]["data_dir"]))
+    config = tmp_path / "planted-sampling.yaml"
+    config.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "SPECBENCH_PLANT_BUG": "always-accept"}
+    result = subprocess.run(
+        ["python", "-m", "specbench.workflow.sampling", "--config", str(config), "--threads", "1"],
+        cwd=default_workflow_workdir, capture_output=True, text=True, timeout=900, env=env,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr[-2000:]
+    assert "lossless sampling test FAILED" in result.stdout
+    written = json.loads((default_workflow_workdir / "results" / "planted-sampling" / "sampling" / "toy__torch.json")
+                         .read_text())
+    assert written["p_value"] < 1e-3 and written["environment"]["planted_bug"] == "always-accept"
