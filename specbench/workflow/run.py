@@ -3,9 +3,8 @@
 A cell is one decoding setting: the baseline (k = 0) or speculative decoding with draft
 length k, at one temperature and dtype. All cells of a job share the prompts, so the
 speedup of each k is paired per prompt against the baseline computed by the same model
-objects in the same process. Per dtype the backend is loaded once and warmed up
-(untimed: the baseline at load, each draft length before its first cell), then every
-cell of that dtype runs.
+objects in the same process. Per dtype the backend is loaded once and warmed up, then
+every cell of that dtype runs, each after one untimed decode with its own settings.
 
 Resuming: each cell is written atomically as soon as it finishes; a cell already stored
 as "ok" with the same inputs (`cell_key`) is not run again, so an interrupted job
@@ -306,7 +305,6 @@ def run_job(config: dict[str, Any], pair: str, backend: str, task: str, *, progr
             )
             loaded = time.perf_counter()
             model.warmup(k_values=[None])
-            warmed_up: set[int] = set()
             log(f"{dtype}: loaded in {loaded - started:.1f}s, warm-up {time.perf_counter() - loaded:.1f}s (not timed)")
             environment = run_environment(model.environment())
 
@@ -315,9 +313,11 @@ def run_job(config: dict[str, Any], pair: str, backend: str, task: str, *, progr
                 sampling = SamplingConfig(temperature=plan.temperature, top_k=plan.top_k, top_p=plan.top_p)
                 rows, status, error = [], "ok", None
                 try:
-                    if plan.k and plan.k not in warmed_up:  # each draft length compiles/allocates its own shapes
-                        model.warmup(k_values=[plan.k])
-                        warmed_up.add(plan.k)
+                    # Untimed: one decode with exactly this cell's settings on its first prompt. Each
+                    # draft length, sampling mode and prompt length can compile or allocate its own
+                    # shapes (JAX compiles per static shape), and none of that may land in a timing.
+                    model.generate(prompt_ids[0], max_new_tokens=request_budget[0], k=plan.k or None,
+                                   sampling=sampling, seed=config["seed"], stop_strings=list(requests[0].stop_strings))
                     for index, (request, ids, budget) in enumerate(zip(requests, prompt_ids, request_budget)):
                         result = model.generate(
                             ids,
