@@ -236,7 +236,7 @@ def _check_model_spec(config: dict[str, Any], spec: dict[str, Any], key: str, fa
         return
     if "revision" not in spec:
         fail(f"{key}.revision", "name the hub revision (a commit hash) so that results are reproducible")
-    if _hub_offline() and model_folder(config, spec) is None:
+    if hub_offline() and model_folder(config, spec) is None:
         fail(f"{key}.id", f"{spec['id']}@{spec['revision']} is not in the hub cache and HF_HUB_OFFLINE is set")
 
 
@@ -248,7 +248,7 @@ def _known_task_names() -> set[str] | None:
     return set(TASKS)
 
 
-def _hub_offline() -> bool:
+def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 

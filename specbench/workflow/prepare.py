@@ -64,7 +64,7 @@ def _model_folder(config: dict[str, Any], spec: dict[str, Any], download: bool) 
             local_files_only=not download,
         )
     except LocalEntryNotFoundError:
-        how = "HF_HUB_OFFLINE is set" if cfg._hub_offline() else "run the prepare step first"
+        how = "HF_HUB_OFFLINE is set" if cfg.hub_offline() else "run the prepare step first"
         raise SpecbenchError(f"{spec['id']}@{spec['revision']}: not in the hub cache ({how})") from None
     except (HfHubHTTPError, OSError, ValueError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -145,17 +145,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def standalone_main(module, prog: str, argv: list[str] | None = None) -> int:
-    """`python -m <module>` for a command module: same arguments and one-line errors as `specbench`."""
-    parser = argparse.ArgumentParser(prog=prog)
-    module.add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return int(module.run(args) or 0)
-    except SpecbenchError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return error.exit_code
-
-
 if __name__ == "__main__":
+    from specbench.workflow import standalone_main
+
     sys.exit(standalone_main(sys.modules[__name__], "specbench prepare-models"))

@@ -128,6 +128,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from specbench.workflow.prepare import standalone_main
+    from specbench.workflow import standalone_main
 
     sys.exit(standalone_main(sys.modules[__name__], "specbench sampling-test"))
