@@ -112,6 +112,31 @@ def test_command_exits_1_on_a_mismatch_and_writes_the_report(tmp_path, capsys):
     assert written["summary"]["mismatch"] == 1 and written["passed"] is False
 
 
+def test_command_reads_only_the_equivalence_settings_of_its_config(tmp_path):
+    """A job on a cluster host may not see other pairs' checkpoints; the config's missing model
+    folders must not fail the check (they did, on SLURM, before the job read it with
+    check_models=False). The config's own settings still apply: fp32 is not exact here."""
+    import argparse
+
+    import yaml
+
+    _write_cell(tmp_path, k=0, dtype="float32", rows=[_row(0, [1, 2], [3.0, 1e-6])])
+    _write_cell(tmp_path, k=1, dtype="float32", rows=[_row(0, [1, 5], [3.0, 2e-6])])
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "elsewhere", "device": "cpu",
+        "pairs": [{"name": "p", "target": {"path": str(tmp_path / "not-here" / "target")},
+                   "draft": {"path": str(tmp_path / "not-here" / "draft")}}],
+        "backends": ["torch"], "tasks": [{"name": "synthetic-arith", "limit": 2, "max_new_tokens": 4}],
+        "sweep": {"k": [1], "temperatures": [0.0], "dtypes": ["float32"]},
+        "equivalence": {"exact_dtypes": []},
+    }))
+    args = argparse.Namespace(results_dir=str(tmp_path), config=str(config), pair="p", backend="torch", task="t")
+    assert check_equivalence_command(args) == 0
+    config.write_text(config.read_text().replace("exact_dtypes: []", "exact_dtypes: [float32]"))
+    assert check_equivalence_command(args) == 1
+
+
 def test_command_rejects_a_folder_without_cells(tmp_path):
     import argparse
 
