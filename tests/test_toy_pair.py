@@ -11,7 +11,8 @@ from specbench.cli import main
 from specbench.errors import SpecbenchError
 from specbench.toy import corpus
 from specbench.toy.evaluate import greedy_acceptance
-from specbench.toy.train import REPORT_NAME, build_toy_pair, check_toy_pair_bounds
+from specbench.toy.train import BUDGETS, REPORT_NAME, build_toy_pair, check_toy_pair_bounds
+from tests.toy_fixtures import QUICK_STEPS_SCALE
 
 ANNOTATION = re.compile(r"<<([0-9+\-*/]+)=([0-9]+)>>([0-9]+)")
 
@@ -178,7 +179,8 @@ def test_quick_pair_report_describes_what_was_built(toy_pair_quick):
     report = json.loads((toy_pair_quick / REPORT_NAME).read_text())
     assert report["draft_share"] == pytest.approx(report["draft"]["parameters"] / report["target"]["parameters"], abs=1e-4)
     assert 0.10 <= report["draft_share"] <= 0.20
-    assert report["target"]["steps"] == 50 and report["draft"]["steps"] == 50
+    assert report["target"]["steps"] == round(BUDGETS["target"].steps * QUICK_STEPS_SCALE)
+    assert report["draft"]["steps"] == round(BUDGETS["draft"].steps * QUICK_STEPS_SCALE)
     assert report["target"]["final_loss"] < report["target"]["first_loss"]  # it did learn something
     assert report["tokenizer_vocab_size"] == 512
     evaluation = report["evaluation"]

@@ -1,6 +1,6 @@
 """`specbench toy-pair`: train the offline toy target/draft pair and score it on held-out problems.
 
-    specbench toy-pair --out models/toy            # full budget: about 4 minutes on 2 idle CPU cores
+    specbench toy-pair --out models/toy            # full budget: about 4.5 minutes on 2 idle CPU cores
     specbench toy-pair --out /tmp/toy --steps-scale 0.05 --eval-problems 20   # seconds, low quality
 
 Writes OUT/target, OUT/draft (Hugging Face checkpoint folders sharing one tokenizer) and
