@@ -33,6 +33,7 @@ from specbench import metrics  # noqa: E402
 from specbench.backends import load_backend  # noqa: E402
 from specbench.environment import torch_environment  # noqa: E402
 from specbench.toy.corpus import format_prompt, held_out_problems  # noqa: E402
+from specbench.workflow.store import atomic_write_text  # noqa: E402
 
 
 def hf_decode_seconds(model, ids: torch.Tensor, max_new: int) -> tuple[float, int]:
@@ -124,11 +125,8 @@ def main(argv: list[str] | None = None) -> int:
              "value": statistics.median(efficiencies), "threshold": 0.85, "met": statistics.median(efficiencies) >= 0.85},
         ],
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"cpu-{result['date']}.json"
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     for target in result["targets"]:
         print(f"{target['target']}: {target['value']:.3f} ({'met' if target['met'] else 'NOT met'})")
     print(f"wrote {path}")

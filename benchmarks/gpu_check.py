@@ -21,7 +21,6 @@ import argparse
 import datetime
 import gc
 import json
-import os
 import sys
 import time
 import warnings
@@ -40,6 +39,7 @@ from specbench.profile_step import copy_bandwidth, profile_model  # noqa: E402
 from specbench.shapes import build_decoder, controlled_pair, hf_model, llama_config_dict, random_prompts  # noqa: E402
 from specbench.workflow.config import DEFAULT_NEAR_TIE_BOUNDS  # noqa: E402
 from specbench.workflow.equivalence import first_divergence  # noqa: E402
+from specbench.workflow.store import atomic_write_text  # noqa: E402
 
 FULL = dict(
     device="cuda", dtype="bfloat16", mode="graphs", context=512, reps=20,
@@ -239,12 +239,9 @@ def main(argv: list[str] | None = None) -> int:
               "copy_bandwidth_GBps": bandwidth / 1e9, "profiles": profiles, "sweep": rows, "syncs": syncs}
     result["targets"] = targets(plan, profiles, rows)
     result["seconds"] = time.perf_counter() - began
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = f"gpu-check-{'small-' if args.small else ''}{device.type}-{date}"
     for suffix, text in ((".json", json.dumps(result, indent=2) + "\n"), (".md", markdown(result))):
-        temporary = args.out / f"{stem}{suffix}.tmp"
-        temporary.write_text(text)
-        os.replace(temporary, args.out / f"{stem}{suffix}")
+        atomic_write_text(args.out / f"{stem}{suffix}", text)
     print(markdown(result))
     print(f"wrote {args.out / stem}.json/.md in {result['seconds']:.0f} s")
     return 0

@@ -253,3 +253,24 @@ def test_compilation_in_a_cells_first_decode_is_never_timed(tmp_path, tiny_pair,
     run_job(config, "tiny", "torch", "synthetic-arith", progress=False)
     rows = [row for path in store.iter_cell_files(results_of(config)) for row in store.read_cell(path)["rows"]]
     assert len(rows) == 6 and max(row["prefill_s"] for row in rows) < 100.0
+
+
+@pytest.mark.parametrize("module", ["specbench.workflow.run", "specbench.workflow.sampling"])
+def test_a_thread_count_below_one_is_a_one_line_error(module, tmp_path, capsys):
+    """Both job commands that take --threads refuse 0 before loading any model."""
+    import importlib
+
+    from specbench.workflow import standalone_main
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "threads", "device": "cpu",
+        "pairs": [{"name": "p", "target": {"path": str(tmp_path / "target")}, "draft": {"path": str(tmp_path / "draft")}}],
+        "backends": ["torch"], "tasks": [{"name": "synthetic-arith", "limit": 1, "max_new_tokens": 4}],
+        "sweep": {"k": [1], "temperatures": [0.0], "dtypes": ["float32"]},
+    }))
+    arguments = ["--config", str(config), "--threads", "0"]
+    if module.endswith(".run"):
+        arguments += ["--pair", "p", "--backend", "torch", "--task", "synthetic-arith"]
+    assert standalone_main(importlib.import_module(module), "job", arguments) == 2
+    assert capsys.readouterr().err.strip() == "job: error: --threads must be at least 1, got 0"

@@ -37,6 +37,12 @@ def load_hf_model(path, dtype: str, device: torch.device):
     return model.to(device).eval().requires_grad_(False)
 
 
+def cache_keyword(model) -> str:
+    """The keyword `model.forward` takes its KV cache by: transformers 5.2x renamed
+    `past_key_values` to `cache`; use whichever this release takes."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class CachedHFModel:
     """`model(tokens, start_pos)` over a transformers model and its DynamicCache.
 
@@ -50,9 +56,7 @@ class CachedHFModel:
 
         self.model, self.vocab, self.new_cache = model, vocab, DynamicCache
         self.cache = DynamicCache()
-        # transformers 5.2x renames `past_key_values` to `cache`; use whichever this release takes.
-        parameters = inspect.signature(model.forward).parameters
-        self.cache_keyword = "cache" if "cache" in parameters else "past_key_values"
+        self.cache_keyword = cache_keyword(model)
 
     def __call__(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         if start_pos == 0:

@@ -53,6 +53,8 @@ def greedy_outputs(model, prompts: list[list[int]], eos_id: int, pad_id: int, pa
     import torch
     from transformers import DynamicCache
 
+    from specbench.backends.hf_backend import cache_keyword
+
     def finished(row: list[int]) -> bool:
         return len(row) >= MAX_NEW_TOKENS + past_end or (eos_id in row and len(row) > row.index(eos_id) + past_end)
 
@@ -63,12 +65,12 @@ def greedy_outputs(model, prompts: list[list[int]], eos_id: int, pad_id: int, pa
         input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk])
         attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        # Passed by position: the keyword was renamed (past_key_values -> cache) within transformers 5.
-        cache = DynamicCache()
+        cache = {cache_keyword(model): DynamicCache()}
         rows: list[list[int]] = [[] for _ in chunk]
         with torch.no_grad():
             while not all(finished(row) for row in rows):
-                logits = model(input_ids, attention_mask, position_ids, cache, use_cache=True).logits
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               use_cache=True, **cache).logits
                 next_tokens = logits[:, -1].argmax(-1)
                 for row, token in zip(rows, next_tokens.tolist()):
                     row.append(token)

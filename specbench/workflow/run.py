@@ -236,6 +236,8 @@ def limit_cpu_threads(threads: int | None) -> None:
     """
     if threads is None:
         return
+    if threads < 1:
+        raise SpecbenchError(f"--threads must be at least 1, got {threads}")
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
@@ -410,7 +412,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = cfg.load_config(args.config, check_models=False)  # the job loads its own pair
-    if args.threads is not None and args.threads < 1:
-        raise SpecbenchError(f"--threads must be at least 1, got {args.threads}")
     run_job(config, args.pair, args.backend, args.task, progress=not args.no_progress, threads=args.threads)
     return 0
